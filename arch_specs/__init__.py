@@ -1,0 +1,1 @@
+"""Architecture specs shipped with srblocks (YAML); see srblocks.spec for the format."""

@@ -1,0 +1,226 @@
+"""Model profiling: parameters, MACs, activations, convolutions, peak inference memory and latency.
+
+Counting runs the model once on the ``meta`` device (no real arithmetic, so 1280x720 outputs profile in well under a
+second) under two dispatch modes:
+
+* MACs come from ``torch.utils.flop_counter.FlopCounterMode`` (torch's maintained counter; it reports 2 FLOPs per
+  multiply-accumulate, we divide by 2). It counts convolutions (transposed ones at input resolution),
+  mm/addmm/bmm/baddbmm (so linear layers and attention matmuls) and scaled-dot-product attention. We add the fvcore
+  rules for interpolation: nearest upsampling 1 MAC and bilinear 4 MACs per output element. Norms, activations,
+  element-wise ops, pooling and pixel shuffle count 0 (as in fvcore for the hand-written norms of the papers), so the
+  total equals fvcore's for the shipped specs.
+* Activations (fvcore definition): output elements of convolutions and matrix multiplications; ``convs`` is the
+  number of convolution calls.
+* Peak memory: every op output that allocates a new storage adds its bytes to a live counter, and a finalizer on the
+  storage subtracts them when it is freed (after its last consumer); the maximum is the activation peak. Parameters,
+  buffers and the input are added so the figure compares with ``torch.cuda.max_memory_allocated`` (allocator
+  rounding and library workspaces are not modelled).
+
+Latency is measured for real on the chosen device: median of ``runs`` forward passes after ``warmup`` in
+``inference_mode``, with the thread count recorded.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import weakref
+from dataclasses import asdict, dataclass, field
+from math import prod
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["Profile", "profile", "count_params", "measure_latency"]
+
+aten = torch.ops.aten
+
+_CONV_OPS = {aten.convolution.default, aten._convolution.default, aten.convolution_overrideable.default}
+_MATMUL_PACKETS = {aten.mm, aten.addmm, aten.bmm, aten.baddbmm}
+
+
+def _per_output_element(macs_per_element: int):
+    def count(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+        return 2 * macs_per_element * prod(out_shape)  # FlopCounterMode's unit is 2 per MAC
+
+    return count
+
+
+def _packet_and_overloads(packet: Any, formula: Any) -> dict[Any, Any]:
+    # FlopCounterMode decomposes any overload not in its registry before counting by packet, so the overloads must
+    # be keys too (otherwise interpolation decomposes into index ops and is never counted).
+    return {packet: formula, **{getattr(packet, name): formula for name in packet.overloads()}}
+
+
+_FVCORE_EXTRAS = {
+    **_packet_and_overloads(aten.upsample_nearest2d, _per_output_element(1)),
+    **_packet_and_overloads(aten._upsample_nearest_exact2d, _per_output_element(1)),
+    **_packet_and_overloads(aten.upsample_bilinear2d, _per_output_element(4)),
+}
+
+
+@dataclass
+class Profile:
+    """Profiling result. Units: MACs and activations are counts, memory in bytes, latency in milliseconds."""
+
+    params: int
+    macs: int
+    acts: int
+    convs: int
+    peak_memory_bytes: int
+    peak_activation_bytes: int
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    macs_by_op: dict[str, int] = field(default_factory=dict)
+    latency_ms: float | None = None
+    latency_threads: int | None = None
+    latency_device: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class _ActivationMemoryMode(TorchDispatchMode):
+    """Counts conv/matmul output elements and conv calls, and tracks the peak of live newly allocated storages."""
+
+    def __init__(self, known_storages: list[torch.UntypedStorage]) -> None:
+        super().__init__()
+        self.acts = 0
+        self.convs = 0
+        self.live = 0
+        self.peak = 0
+        self._seen: set[int] = {id(s) for s in known_storages}
+        self._keep_known = known_storages
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self.live -= nbytes
+        self._seen.discard(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        out = func(*args, **(kwargs or {}))
+        if func in _CONV_OPS:
+            self.convs += 1
+            self.acts += out.numel()
+        elif func._overloadpacket in _MATMUL_PACKETS:
+            self.acts += out.numel()
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = id(storage)
+                if key not in self._seen:
+                    self._seen.add(key)
+                    nbytes = storage.nbytes()
+                    self.live += nbytes
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(storage, self._free, key, nbytes)
+        return out
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameter elements (buffers such as BatchNorm running statistics excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _tensor_bytes(tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def profile(
+    model: nn.Module,
+    lr_size: tuple[int, int] = (180, 320),
+    *,
+    in_channels: int = 3,
+    batch: int = 1,
+    dtype: torch.dtype = torch.float32,
+    latency: bool = False,
+    runs: int = 10,
+    warmup: int = 3,
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
+) -> Profile:
+    """Profile ``model`` for a (batch, in_channels, *lr_size) input. See the module docstring for what counts.
+
+    ``latency=True`` also measures the median forward time on ``device`` with ``threads`` CPU threads.
+    """
+    height, width = lr_size
+    shape = (batch, in_channels, height, width)
+    was_training = model.training
+    model.eval()
+    try:
+        meta_state = {
+            name: torch.empty_like(t, device="meta", dtype=dtype if t.is_floating_point() else t.dtype)
+            for name, t in [*model.named_parameters(), *model.named_buffers()]
+        }
+        x = torch.empty(shape, device="meta", dtype=dtype)
+        known = [x.untyped_storage(), *(t.untyped_storage() for t in meta_state.values())]
+        flops = FlopCounterMode(display=False, custom_mapping=_FVCORE_EXTRAS)
+        mem = _ActivationMemoryMode(known)
+        with torch.no_grad(), flops, mem:  # no_grad (not inference_mode): composite ops decompose to aten primitives
+            out = torch.func.functional_call(model, meta_state, (x,), strict=False)
+        out_shape = tuple(out.shape)
+        del out
+        by_op = {str(k): v // 2 for k, v in flops.get_flop_counts().get("Global", {}).items()}
+        weights_bytes = _tensor_bytes(meta_state.values())
+        result = Profile(
+            params=count_params(model),
+            macs=flops.get_total_flops() // 2,
+            acts=mem.acts,
+            convs=mem.convs,
+            peak_memory_bytes=mem.peak + weights_bytes + _tensor_bytes([x]),
+            peak_activation_bytes=mem.peak,
+            input_shape=shape,
+            output_shape=out_shape,
+            macs_by_op=by_op,
+        )
+        if latency:
+            result.latency_ms, result.latency_threads = measure_latency(
+                model, shape, runs=runs, warmup=warmup, threads=threads, device=device, dtype=dtype
+            )
+            result.latency_device = str(device)
+    finally:
+        model.train(was_training)
+    return result
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    runs: int = 10,
+    warmup: int = 3,
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[float, int]:
+    """(median milliseconds per forward pass, CPU threads used) in eval/inference mode on ``device``."""
+    device = torch.device(device)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    used_threads = torch.get_num_threads()
+    was_training = model.training
+    model.eval()
+    try:
+        params = list(model.parameters())
+        original_device = params[0].device if params else torch.device("cpu")
+        model.to(device)
+        x = torch.rand(input_shape, device=device, dtype=dtype)
+        times = []
+        with torch.inference_mode():
+            for i in range(warmup + runs):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                model(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if i >= warmup:
+                    times.append((time.perf_counter() - start) * 1000.0)
+        model.to(original_device)
+    finally:
+        torch.set_num_threads(previous_threads)
+        model.train(was_training)
+    return statistics.median(times), used_threads

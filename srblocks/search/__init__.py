@@ -1,0 +1,1 @@
+"""Budget-constrained architecture search (see issue: search)."""

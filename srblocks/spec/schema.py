@@ -1,0 +1,132 @@
+"""The pydantic schema of an architecture spec (the YAML files under ``arch_specs/``).
+
+A spec is a graph of nodes. Each node names a registered block (or op) and its inputs; a node without ``inputs``
+takes the previous node's output (sequential sugar); ``repeat`` expands a body of nodes N times with an index
+variable; argument values may be expressions over ``variables`` (``3 * scale ** 2``), per-repeat lists
+(``{each: [12, 16, 20, 24]}``) or sub-graphs (a mapping with ``nodes:``, built into a module and passed to the
+block). Ids and input references are templates: ``"feats.{i}"``, ``"feats.{n_blocks - 1}"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "NodeSpec",
+    "RepeatSpec",
+    "GraphSpec",
+    "ExpectedValue",
+    "ExpectedEntry",
+    "OfficialCheckpoint",
+    "KeyRename",
+    "ArchSpec",
+    "Each",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Each(_Strict):
+    """Per-repeat argument list: inside a ``repeat`` of N, the i-th repeat gets ``each[i]`` (length must be N)."""
+
+    each: list[Any]
+
+
+class NodeSpec(_Strict):
+    """One node: ``id`` (template), ``block`` (registered name), ``inputs`` (templates; default: previous node)."""
+
+    id: str = Field(min_length=1)
+    block: str = Field(min_length=1)
+    inputs: list[str] | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    note: str | None = None
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _single_input(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class RepeatSpec(_Strict):
+    """``repeat: N`` copies of ``nodes`` with the index variable ``index`` (default ``i``) = 0..N-1 in scope."""
+
+    repeat: int | str
+    index: str = "i"
+    nodes: list[Union[NodeSpec, "RepeatSpec"]]
+
+
+class GraphSpec(_Strict):
+    """A (sub-)graph: named inputs with their channel counts, nodes, and the output node id (default: last node)."""
+
+    inputs: dict[str, int | str] = Field(default_factory=lambda: {"input": 3})
+    nodes: list[Union[NodeSpec, RepeatSpec]] = Field(min_length=1)
+    output: str | None = None
+
+
+class ExpectedValue(_Strict):
+    """A reproduction target with an explicit tolerance (absolute ``abs`` or relative ``rel``)."""
+
+    value: float
+    abs: float | None = None
+    rel: float | None = None
+
+
+class ExpectedEntry(_Strict):
+    """Numbers a spec must hit for one setting of its variables (``when``), checked by the test suite.
+
+    Values: an int (exact), a string with an SI suffix as printed in the paper (``"13.555G"``, ``"748K"``: must round
+    to the same digits), or an :class:`ExpectedValue` with an explicit tolerance. ``lr_size`` is the (H, W) input for
+    MACs/activations/memory. ``reference`` says where the numbers come from.
+    """
+
+    when: dict[str, Any] = Field(default_factory=dict)
+    lr_size: tuple[int, int] | None = None
+    params: int | str | ExpectedValue | None = None
+    macs: int | str | ExpectedValue | None = None
+    acts: int | str | ExpectedValue | None = None
+    convs: int | None = None
+    reference: str | None = None
+    paper: dict[str, Any] = Field(default_factory=dict)
+    note: str | None = None
+
+
+class KeyRename(_Strict):
+    """Regex rename applied to official checkpoint keys (``re.sub(pattern, replacement, key)``), in order."""
+
+    pattern: str
+    replacement: str
+
+
+class OfficialCheckpoint(_Strict):
+    """How an official state_dict maps onto the assembled model's keys."""
+
+    source: str | None = None
+    renames: list[KeyRename] = Field(default_factory=list)
+    drop: list[str] = Field(default_factory=list, description="regexes of official keys with no counterpart")
+
+
+class ArchSpec(GraphSpec):
+    """A whole architecture spec file."""
+
+    name: str
+    paper: str | None = None
+    description: str | None = None
+    variables: dict[str, Any] = Field(default_factory=dict)
+    input_range: float = Field(1.0, gt=0, description="the model takes RGB in [0, input_range]")
+    y_convention: Literal["float", "uint8"] = "float"
+    official_checkpoint: OfficialCheckpoint = Field(default_factory=OfficialCheckpoint)
+    expected: list[ExpectedEntry] = Field(default_factory=list)
+    notes: list[str] | str | None = None
+
+    @model_validator(mode="after")
+    def _scale_declared(self) -> "ArchSpec":
+        return self
+
+
+RepeatSpec.model_rebuild()
+GraphSpec.model_rebuild()
+ArchSpec.model_rebuild()
