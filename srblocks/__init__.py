@@ -1,7 +1,39 @@
-"""srblocks: composable building blocks for efficient image super-resolution."""
+"""srblocks: composable building blocks for efficient image super-resolution.
+
+Front door::
+
+    import srblocks
+    model = srblocks.build_model("arch_specs/safmn.yaml", scale=4)      # or build_model("safmn", scale=4)
+    srblocks.load_weights(model, "SAFMN_DF2K_x4.pth", official=True)
+    print(srblocks.profile(model, lr_size=(180, 320)))
+"""
 
 from . import blocks  # noqa: F401  (eager registration of every block)
-from .registry import list_blocks, register_block
+from .build import ModelInfo, build_model, model_info
+from .deploy import deploy
+from .errors import SpecError
+from .profile import Profile, profile
+from .registry import block_names, get_block, list_blocks, register_block
+from .spec import load_spec, shipped_spec_names
+from .weights import WeightsError, load_weights, read_state_dict, save_weights
 
-__all__ = ["list_blocks", "register_block"]
+__all__ = [
+    "ModelInfo",
+    "Profile",
+    "SpecError",
+    "WeightsError",
+    "block_names",
+    "build_model",
+    "deploy",
+    "get_block",
+    "list_blocks",
+    "load_spec",
+    "load_weights",
+    "model_info",
+    "profile",
+    "read_state_dict",
+    "register_block",
+    "save_weights",
+    "shipped_spec_names",
+]
 __version__ = "0.1.0"

@@ -57,7 +57,33 @@ def format_pydantic_error(err: pydantic.ValidationError, prefix: str = "") -> tu
     return first_path or prefix, "; ".join(problems)
 
 
-def load_spec(source: str | Path | Mapping[str, Any] | ArchSpec) -> LoadedSpec:
+def _merge_with_base(raw: Mapping[str, Any], origin: str, seen: tuple[str, ...]) -> dict[str, Any]:
+    """``extends: BASE`` (a shipped name or a path relative to this file): the base spec with this file's keys on top.
+
+    Top-level keys replace the base's, except ``variables``, which are merged (this file's values win, the base's
+    order is kept so later defaults can use earlier ones).
+    """
+    base_ref = raw["extends"]
+    if not isinstance(base_ref, str):
+        raise SpecError(f"extends must be a spec name or path, got {base_ref!r}", source=origin, path="extends")
+    relative = Path(origin).parent / base_ref if not origin.startswith("<") else Path(base_ref)
+    target: str | Path = relative if relative.is_file() else base_ref
+    if str(target) in seen:
+        raise SpecError(f"extends cycle: {' -> '.join([*seen, str(target)])}", source=origin, path="extends")
+    try:
+        base = load_spec(target, _seen=(*seen, str(target)))
+    except SpecError as exc:
+        raise SpecError(f"in base spec {base_ref!r}: {exc}", source=origin, path="extends") from None
+    merged = dict(base.raw)
+    for key, value in raw.items():
+        if key == "variables" and isinstance(value, Mapping):
+            merged["variables"] = {**dict(base.raw.get("variables", {})), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_spec(source: str | Path | Mapping[str, Any] | ArchSpec, *, _seen: tuple[str, ...] = ()) -> LoadedSpec:
     """Read and validate a spec.
 
     ``source`` is an :class:`ArchSpec`, a mapping (already-parsed YAML), a path to a YAML file, or the name of a
@@ -87,6 +113,8 @@ def load_spec(source: str | Path | Mapping[str, Any] | ArchSpec) -> LoadedSpec:
             raise SpecError(f"cannot read spec: {exc}", source=origin) from None
     if not isinstance(raw, Mapping):
         raise SpecError(f"a spec must be a YAML mapping, got {type(raw).__name__}", source=origin)
+    if "extends" in raw:
+        raw = _merge_with_base(raw, origin, _seen)
     try:
         spec = ArchSpec.model_validate(raw)
     except pydantic.ValidationError as exc:

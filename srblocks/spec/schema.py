@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "NodeSpec",
@@ -113,6 +113,7 @@ class ArchSpec(GraphSpec):
     """A whole architecture spec file."""
 
     name: str
+    extends: str | None = Field(None, description="base spec this one was derived from (resolved when loading)")
     paper: str | None = None
     description: str | None = None
     variables: dict[str, Any] = Field(default_factory=dict)
@@ -121,10 +122,6 @@ class ArchSpec(GraphSpec):
     official_checkpoint: OfficialCheckpoint = Field(default_factory=OfficialCheckpoint)
     expected: list[ExpectedEntry] = Field(default_factory=list)
     notes: list[str] | str | None = None
-
-    @model_validator(mode="after")
-    def _scale_declared(self) -> "ArchSpec":
-        return self
 
 
 RepeatSpec.model_rebuild()

@@ -1,0 +1,117 @@
+"""Checking specs against the numbers they claim (their ``expected:`` entries).
+
+A value written as an int must match exactly; a string with an SI suffix, as papers print it (``"13.555G"``,
+``"748K"``), must round to the same digits (tolerance: half a unit of its last digit); an explicit
+``{value, abs | rel}`` gives its own tolerance. This is what the test suite and ``srblocks table`` run for every
+shipped spec.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from .build import build_model
+from .profile import Profile, profile
+from .spec.loader import LoadedSpec, load_spec, shipped_spec_names
+from .spec.schema import ExpectedEntry, ExpectedValue
+
+__all__ = ["Target", "CheckRow", "parse_target", "check_entry", "check_spec", "check_all", "format_si"]
+
+_SI = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_SI_PATTERN = re.compile(r"^\s*([0-9]+(?:\.([0-9]+))?)\s*([KMGT]?)\s*$")
+METRICS = ("params", "macs", "acts", "convs")
+
+
+@dataclass(frozen=True)
+class Target:
+    """An expected number with its absolute tolerance and how it was written."""
+
+    value: float
+    tolerance: float
+    written: str
+
+    def accepts(self, actual: float) -> bool:
+        return abs(actual - self.value) <= self.tolerance * (1 + 1e-9)
+
+
+def parse_target(raw: int | str | ExpectedValue) -> Target:
+    """Turn an ``expected:`` value into a :class:`Target` (see module docstring for the three forms)."""
+    if isinstance(raw, ExpectedValue):
+        if raw.abs is None and raw.rel is None:
+            return Target(raw.value, 0.0, f"{raw.value:g}")
+        tol = raw.abs if raw.abs is not None else abs(raw.value) * raw.rel  # type: ignore[operator]
+        return Target(raw.value, tol, f"{raw.value:g} ±{tol:g}")
+    if isinstance(raw, bool):
+        raise ValueError(f"expected value must be a number or string, got {raw!r}")
+    if isinstance(raw, (int, float)):
+        return Target(float(raw), 0.0, str(raw))
+    match = _SI_PATTERN.match(raw)
+    if not match:
+        raise ValueError(f"cannot read expected value {raw!r} (use 123, '13.555G', '748K' or {{value, rel|abs}})")
+    number, decimals, suffix = match.groups()
+    unit = _SI[suffix]
+    places = len(decimals) if decimals else 0
+    return Target(float(number) * unit, 0.5 * 10 ** (-places) * unit, raw.strip())
+
+
+def format_si(value: float) -> str:
+    """Human-readable count: 13555000000 -> '13.555G'."""
+    for suffix in ("T", "G", "M", "K"):
+        if abs(value) >= _SI[suffix]:
+            return f"{value / _SI[suffix]:.4g}{suffix}"
+    return f"{value:g}"
+
+
+@dataclass
+class CheckRow:
+    """One metric of one expected entry: target, measured value, and whether it passes."""
+
+    spec: str
+    when: dict[str, Any]
+    lr_size: tuple[int, int] | None
+    metric: str
+    target: Target
+    actual: float
+    reference: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.target.accepts(self.actual)
+
+
+def check_entry(loaded: LoadedSpec, entry: ExpectedEntry) -> list[CheckRow]:
+    """Build the spec with ``entry.when``, profile it at ``entry.lr_size`` and compare every stated metric."""
+    model = build_model(loaded, **entry.when)
+    measured: Profile | None = None
+    rows = []
+    for metric in METRICS:
+        raw = getattr(entry, metric)
+        if raw is None:
+            continue
+        if metric == "params":
+            actual: float = sum(p.numel() for p in model.parameters())
+        else:
+            if entry.lr_size is None:
+                raise ValueError(f"{loaded.source}: expected entry {entry.when} states {metric} but no lr_size")
+            if measured is None:
+                in_ch = next(iter(loaded.spec.inputs.values()))
+                measured = profile(model, entry.lr_size, in_channels=in_ch if isinstance(in_ch, int) else 3)
+            actual = getattr(measured, metric)
+        rows.append(CheckRow(loaded.spec.name, entry.when, entry.lr_size, metric, parse_target(raw), actual,
+                             entry.reference))
+    return rows
+
+
+def check_spec(source: Any) -> Iterator[CheckRow]:
+    """Every metric row of every expected entry of one spec."""
+    loaded = source if isinstance(source, LoadedSpec) else load_spec(source)
+    for entry in loaded.spec.expected:
+        yield from check_entry(loaded, entry)
+
+
+def check_all() -> Iterator[CheckRow]:
+    """Rows for every shipped spec."""
+    for name in shipped_spec_names():
+        yield from check_spec(name)
