@@ -11,7 +11,6 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 from pydantic import NonNegativeInt, PositiveInt
-from timm.layers import LayerNorm2d as _TimmLayerNorm2d
 from torch import nn
 
 from ..registry import register_block
@@ -101,16 +100,32 @@ class Act(nn.Module):
 
 
 @register_block("layernorm2d", in_channels="num_channels")
-class LayerNorm2d(_TimmLayerNorm2d):
-    """Channels-first LayerNorm: per pixel, normalise over C with biased variance, then affine.
+class LayerNorm2d(nn.Module):
+    """Channels-first LayerNorm: per pixel, normalise over C with the biased variance, then affine.
 
-    (B, C, H, W) -> (B, C, H, W). ``eps`` defaults to 1e-6 (SAFMN). Parameters ``weight``, ``bias`` of shape (C,).
-    This is timm's ``LayerNorm2d``.
+    (B, C, H, W) -> (B, C, H, W); ``eps`` defaults to 1e-6 (SAFMN). Parameters ``weight`` (ones) and ``bias`` (zeros)
+    of shape (C,). The arithmetic is that of the official SAFMN/NAFNet-style ``LayerNorm`` (mean, centred second
+    moment, ``(x - u) / sqrt(v + eps)``), so outputs are bit-identical to those implementations; timm's
+    ``LayerNorm2d`` (``F.layer_norm`` on a permuted tensor) differs by float rounding (about 1e-6 relative after a
+    SAFMN body).
     """
 
     def __init__(self, num_channels: PositiveInt, eps: float = 1e-6, affine: bool = True) -> None:
-        super().__init__(num_channels, eps=eps, affine=affine)
+        super().__init__()
+        if eps <= 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
         self.out_channels = num_channels
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_channels)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        centred = x - mean
+        x = centred / torch.sqrt(centred.pow(2).mean(1, keepdim=True) + self.eps)
+        if self.weight is None:
+            return x
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
 @register_block("pixel_shuffle", in_channels="in_channels")

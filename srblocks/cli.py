@@ -1,0 +1,231 @@
+"""The ``srblocks`` command line. Each sub-command is a thin layer over the Python API.
+
+    srblocks table                      reproduction table of every shipped spec (the README's main job)
+    srblocks summary SPEC [...]         params, MACs, activations, convs, peak memory (and latency)
+    srblocks blocks [NAME]              registered blocks and their argument schemas
+    srblocks specs                      shipped spec names
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+import yaml
+
+__all__ = ["main", "parse_overrides", "parse_size"]
+
+Command = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command]] = {}
+
+
+class CliError(Exception):
+    """A usage problem reported as one line on stderr with exit code 2."""
+
+
+def command(name: str, configure: Callable[[argparse.ArgumentParser], None]) -> Callable[[Command], Command]:
+    """Register a sub-command: ``configure`` adds its arguments, the decorated function runs it."""
+
+    def decorate(run: Command) -> Command:
+        _COMMANDS[name] = (configure, run)
+        return run
+
+    return decorate
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"180x320"`` -> (180, 320) (height x width)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 180x320), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return h, w
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["dim=48", "deploy=true"]`` -> {"dim": 48, "deploy": True} (values read as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--set expects NAME=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="spec file or shipped spec name (see `srblocks specs`)")
+    p.add_argument("--scale", type=int, help="upscaling factor (sets the spec's `scale` variable)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a spec variable (repeatable)")
+
+
+def build_from_args(args: argparse.Namespace):
+    """The model an argument namespace with spec/--scale/--set describes."""
+    from .build import build_model
+
+    overrides = parse_overrides(args.overrides)
+    if args.scale is not None:
+        overrides["scale"] = args.scale
+    return build_model(args.spec, **overrides)
+
+
+def _configure_summary(p: argparse.ArgumentParser) -> None:
+    _add_spec_arguments(p)
+    p.add_argument("--lr-size", type=parse_size, default=None, metavar="HxW",
+                   help="LR input size (default: HR 1280x720 divided by the scale)")
+    p.add_argument("--deploy", action="store_true", help="profile the deploy (re-parameterized) form")
+    p.add_argument("--latency", action="store_true", help="also measure CPU latency (median after warm-up)")
+    p.add_argument("--runs", type=int, default=10, help="timed runs for --latency")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for --latency")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def default_lr_size(scale: int | None) -> tuple[int, int]:
+    """LR size whose output is 1280x720 (x3: 240x427, as the papers' counters use)."""
+    s = scale or 4
+    return round(720 / s), round(1280 / s)
+
+
+@command("summary", _configure_summary)
+def _summary(args: argparse.Namespace) -> int:
+    from .build import model_info
+    from .deploy import deploy
+    from .profile import profile
+    from .reproduce import format_si
+
+    model = build_from_args(args)
+    info = model_info(model)
+    if args.deploy:
+        model = deploy(model)
+    lr_size = args.lr_size or default_lr_size(info.scale)
+    result = profile(model, lr_size, latency=args.latency, runs=args.runs, threads=args.threads)
+    data = result.as_dict()
+    if args.json:
+        print(json.dumps({"spec": info.spec.name, "variables": info.variables, "lr_size": list(lr_size), **data},
+                         indent=2, default=str))
+        return 0
+    print(f"{info.spec.name}  ({info.source})")
+    print(f"  variables        {', '.join(f'{k}={v}' for k, v in info.variables.items())}")
+    print(f"  input            {result.input_shape}  ->  output {result.output_shape}")
+    print(f"  params           {result.params:,}")
+    print(f"  MACs             {format_si(result.macs)}  ({result.macs:,})")
+    for op, macs in sorted(result.macs_by_op.items(), key=lambda kv: -kv[1]):
+        print(f"    {op:<28} {format_si(macs)}")
+    print(f"  activations      {format_si(result.acts)}  (conv + matmul outputs, fvcore definition)")
+    print(f"  convs            {result.convs}")
+    print(f"  peak memory      {result.peak_memory_bytes / 2**20:.2f} MiB "
+          f"(activations {result.peak_activation_bytes / 2**20:.2f} MiB + weights + input)")
+    if result.latency_ms is not None:
+        print(f"  latency          {result.latency_ms:.1f} ms (median of {args.runs}, "
+              f"{result.latency_threads} threads, {result.latency_device})")
+    return 0
+
+
+def _configure_table(p: argparse.ArgumentParser) -> None:
+    p.add_argument("specs", nargs="*", help="spec names or files (default: every shipped spec)")
+    p.add_argument("--json", action="store_true")
+
+
+@command("table", _configure_table)
+def _table(args: argparse.Namespace) -> int:
+    from .reproduce import check_all, check_spec, format_si
+
+    rows = [r for s in args.specs for r in check_spec(s)] if args.specs else list(check_all())
+    if args.json:
+        print(json.dumps([{"spec": r.spec, "when": r.when, "lr_size": r.lr_size, "metric": r.metric,
+                           "expected": r.target.written, "actual": r.actual, "ok": r.ok,
+                           "reference": r.reference} for r in rows], indent=2))
+        return 0 if all(r.ok for r in rows) else 1
+    print(f"{'spec':<10} {'setting':<26} {'LR size':<9} {'metric':<7} {'expected':>16} {'measured':>16}  ok")
+    for r in rows:
+        setting = ", ".join(f"{k}={v}" for k, v in r.when.items())
+        size = "x".join(map(str, r.lr_size)) if r.lr_size and r.metric != "params" else "-"
+        actual = f"{int(r.actual):,}" if r.metric in ("params", "convs") else format_si(r.actual)
+        print(f"{r.spec:<10} {setting:<26} {size:<9} {r.metric:<7} {r.target.written:>16} {actual:>16}  "
+              f"{'yes' if r.ok else 'NO'}")
+    bad = sum(not r.ok for r in rows)
+    print(f"\n{len(rows) - bad} of {len(rows)} reproduction targets met.")
+    return 0 if bad == 0 else 1
+
+
+def _configure_blocks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="one block's full argument schema")
+    p.add_argument("--json", action="store_true")
+
+
+@command("blocks", _configure_blocks)
+def _blocks(args: argparse.Namespace) -> int:
+    from .registry import get_block, list_blocks
+
+    if args.name:
+        info = get_block(args.name)
+        print(json.dumps({"name": info.name, "class": f"{info.cls.__module__}.{info.cls.__qualname__}",
+                          "arity": info.arity, "in_channels_arg": info.in_channels, "args": info.schema()}, indent=2))
+        return 0
+    blocks = list_blocks()
+    if args.json:
+        print(json.dumps(blocks, indent=2))
+        return 0
+    for name, meta in blocks.items():
+        print(f"{name:<18} {meta['summary']}")
+    return 0
+
+
+@command("specs", lambda p: None)
+def _specs(args: argparse.Namespace) -> int:
+    from .spec import load_spec, shipped_spec_names
+
+    for name in shipped_spec_names():
+        spec = load_spec(name).spec
+        print(f"{name:<12} {spec.paper or ''}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="srblocks", description="Composable blocks for efficient super-resolution.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (configure, run) in _COMMANDS.items():
+        doc = (run.__doc__ or "").strip().splitlines()
+        p = sub.add_parser(name, help=doc[0] if doc else None)
+        configure(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``srblocks`` command; returns the exit code."""
+    from .errors import SpecError
+    from .registry import UnknownBlockError
+    from .weights import WeightsError
+
+    _load_command_modules()
+    args = make_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (SpecError, WeightsError, UnknownBlockError, CliError) as exc:
+        print(f"srblocks {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"srblocks {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _load_command_modules() -> None:
+    """Import modules that register further sub-commands (evaluation, training, search) when present."""
+    import importlib
+
+    for module in ("srblocks.cli_eval", "srblocks.search.cli"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
