@@ -60,6 +60,43 @@ def build_graph_module(resolved: ResolvedGraph) -> fx.GraphModule:
     return fx.GraphModule(modules, graph, class_name="SRNet")
 
 
+class _LocatingInterpreter(fx.Interpreter):
+    """Runs a GraphModule node by node so a failure can be pinned to the node that raised it."""
+
+    failed_node: str | None = None
+
+    def run_node(self, n: fx.Node) -> Any:
+        try:
+            return super().run_node(n)
+        except Exception:
+            self.failed_node = str(n.target) if n.op == "call_module" else n.name
+            raise
+
+
+def dry_run(model: fx.GraphModule, resolved: ResolvedGraph, size: tuple[int, int], source: str) -> None:
+    """Run ``model`` once on meta tensors of spatial ``size``; a failing block raises a located SpecError.
+
+    Channel inference catches channel errors; this catches the rest of the shape errors (pixel-unshuffle of a size
+    that does not divide, pooling to zero size, ...) at build time instead of at the user's first forward.
+    """
+    meta_state = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict().items()}
+    inputs = [torch.empty(1, c, *size, device="meta") for c in resolved.inputs.values()]
+    interpreter = _LocatingInterpreter(model)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.nn.utils.stateless._reparametrize_module(model, meta_state):
+            interpreter.run(*inputs)
+    except Exception as exc:  # noqa: BLE001 - any failure of a block becomes one located error
+        node = interpreter.failed_node
+        path = next((n.path for n in resolved.nodes if n.id == node), None)
+        raise SpecError(f"the model fails on a {size[0]}x{size[1]} input: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}", source=source, path=path,
+                        node=node) from None
+    finally:
+        model.train(was)
+
+
 def _subgraph_builder(value: Mapping[str, Any], env: dict[str, Any], source: str, path: str) -> nn.Module:
     try:
         sub = GraphSpec.model_validate(value)
@@ -92,6 +129,8 @@ def build_model(spec: str | Path | Mapping[str, Any] | ArchSpec | LoadedSpec, **
     env = resolve_variables(arch.variables, overrides, source=loaded.source)
     resolved = resolve_graph(arch, env, source=loaded.source, build_subgraph=_subgraph_builder)
     model = build_graph_module(resolved)
+    if arch.dry_run_size is not None:
+        dry_run(model, resolved, arch.dry_run_size, loaded.source)
     model.meta["srblocks"] = ModelInfo(arch, loaded.source, resolved.variables)  # survives deepcopy/deploy
     return model
 

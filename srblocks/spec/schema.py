@@ -119,6 +119,9 @@ class ArchSpec(GraphSpec):
     variables: dict[str, Any] = Field(default_factory=dict)
     input_range: float = Field(1.0, gt=0, description="the model takes RGB in [0, input_range]")
     y_convention: Literal["float", "uint8"] = "float"
+    dry_run_size: tuple[int, int] | None = Field(
+        (64, 64), description="LR (H, W) of the build-time shape check on the meta device; null disables it"
+    )
     official_checkpoint: OfficialCheckpoint = Field(default_factory=OfficialCheckpoint)
     expected: list[ExpectedEntry] = Field(default_factory=list)
     notes: list[str] | str | None = None
