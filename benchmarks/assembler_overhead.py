@@ -1,0 +1,68 @@
+"""Latency of an assembled SAFMN x4 next to a hand-written module of the same layers (CPU, 180x320 LR).
+
+The two models share weights; runs are interleaved (A, B, A, B, ...) so machine noise hits both alike. Prints the
+median of each and their ratio (goal: assembled / hand-written <= 1.02).
+
+    python benchmarks/assembler_overhead.py [--runs 15] [--threads 2] [--size 180x320]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import srblocks
+from srblocks.blocks import FMM
+
+
+class HandWrittenSAFMN(nn.Module):
+    """SAFMN written by hand as the official code does, from the same blocks."""
+
+    def __init__(self, dim: int = 36, n_blocks: int = 8, ffn_scale: float = 2.0, scale: int = 4) -> None:
+        super().__init__()
+        self.to_feat = nn.Conv2d(3, dim, 3, 1, 1)
+        self.feats = nn.Sequential(*[FMM(dim, ffn_scale) for _ in range(n_blocks)])
+        self.to_img = nn.Sequential(nn.Conv2d(dim, 3 * scale**2, 3, 1, 1), nn.PixelShuffle(scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.to_feat(x)
+        x = self.feats(x) + x
+        return self.to_img(x)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", default="180x320")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    h, w = (int(v) for v in args.size.split("x"))
+
+    assembled = srblocks.build_model("safmn", scale=4).eval()
+    hand = HandWrittenSAFMN().eval()
+    hand.load_state_dict(assembled.state_dict())
+    x = torch.rand(1, 3, h, w)
+    times: dict[str, list[float]] = {"assembled": [], "hand-written": []}
+    with torch.inference_mode():
+        assert torch.equal(assembled(x), hand(x)), "the two models must compute the same thing"
+        for i in range(args.warmup + args.runs):
+            for name, model in (("assembled", assembled), ("hand-written", hand)):
+                start = time.perf_counter()
+                model(x)
+                if i >= args.warmup:
+                    times[name].append((time.perf_counter() - start) * 1000)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"SAFMN x4, input 1x3x{h}x{w}, {args.threads} threads, median of {args.runs} interleaved runs (torch {torch.__version__})")
+    for name, value in med.items():
+        print(f"  {name:<13} {value:9.1f} ms   (min {min(times[name]):.1f}, max {max(times[name]):.1f})")
+    print(f"  ratio assembled / hand-written = {med['assembled'] / med['hand-written']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

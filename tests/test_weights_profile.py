@@ -1,0 +1,127 @@
+"""Checkpoint loading (wrappers, prefixes, strictness, official renames) and the profiler's counts and memory."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import srblocks
+from srblocks import WeightsError
+
+
+@pytest.fixture()
+def tiny_safmn() -> nn.Module:
+    return srblocks.build_model("safmn", scale=2, n_blocks=1, dim=8)
+
+
+@pytest.mark.parametrize("wrap", ["plain", "params", "params_ema", "module_prefix"])
+def test_wrappers_and_prefixes_are_unwrapped(tmp_path, tiny_safmn, wrap: str) -> None:
+    state = {k: torch.randn_like(v) for k, v in tiny_safmn.state_dict().items()}
+    obj = {
+        "plain": state,
+        "params": {"params": state, "iter": 3},
+        "params_ema": {"params_ema": state, "params": {k: v * 0 for k, v in state.items()}},
+        "module_prefix": {f"module.{k}": v for k, v in state.items()},
+    }[wrap]
+    path = tmp_path / "ckpt.pth"
+    torch.save(obj, path)
+    srblocks.load_weights(tiny_safmn, path)
+    for k, v in tiny_safmn.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_safetensors_round_trip(tmp_path, tiny_safmn) -> None:
+    path = srblocks.save_weights(tiny_safmn, tmp_path / "w.safetensors")
+    other = srblocks.build_model("safmn", scale=2, n_blocks=1, dim=8)
+    srblocks.load_weights(other, path)
+    assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), tiny_safmn.state_dict().values()))
+
+
+def test_strict_loading_lists_missing_unexpected_and_mismatched(tiny_safmn) -> None:
+    state = dict(tiny_safmn.state_dict())
+    state.pop("to_feat.bias")
+    state["extra.weight"] = torch.zeros(1)
+    state["to_img.0.weight"] = torch.zeros(1, 2, 3, 3)
+    with pytest.raises(WeightsError) as info:
+        srblocks.load_weights(tiny_safmn, state)
+    message = str(info.value)
+    assert "to_feat.bias" in message and "extra.weight" in message and "to_img.0.weight" in message
+
+
+def test_unreadable_files_give_clear_errors(tmp_path, tiny_safmn) -> None:
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read weights"):
+        srblocks.load_weights(tiny_safmn, bad)
+    with pytest.raises(WeightsError, match="not found"):
+        srblocks.load_weights(tiny_safmn, tmp_path / "missing.pth")
+    torch.save({"optimizer": {"lr": 1}}, tmp_path / "opt.pth")
+    with pytest.raises(WeightsError, match="no known wrapper key"):
+        srblocks.load_weights(tiny_safmn, tmp_path / "opt.pth")
+
+
+def test_official_renames_apply_in_order() -> None:
+    spec = srblocks.load_spec("safmn").raw | {
+        "official_checkpoint": {"renames": [{"pattern": r"^body\.(\d+)\.", "replacement": r"feats.\1."}]},
+        "variables": {"scale": 2, "dim": 8, "n_blocks": 1, "ffn_scale": 2.0},
+    }
+    model = srblocks.build_model(spec)
+    official = {k.replace("feats.", "body."): torch.randn_like(v) for k, v in model.state_dict().items()}
+    srblocks.load_weights(model, official, official=True)
+    assert torch.equal(model.state_dict()["feats.0.norm1.weight"], official["body.0.norm1.weight"])
+
+
+def test_profile_is_fast_at_1280x720_for_every_shipped_spec() -> None:
+    for name in srblocks.shipped_spec_names():
+        loaded = srblocks.load_spec(name)
+        model = srblocks.build_model(loaded, **({"scale": 2} if "scale" in loaded.spec.variables else {}))
+        start = time.perf_counter()
+        result = srblocks.profile(model, (360, 640))
+        elapsed = time.perf_counter() - start
+        assert result.output_shape[-2:] == (720, 1280)
+        assert elapsed < 5.0, f"profiling {name} at 1280x720 output took {elapsed:.1f} s"
+
+
+class _ThreeConvs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.b = nn.Conv2d(16, 16, 3, padding=1)
+        self.c = nn.Conv2d(16, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(self.b(self.a(x)))
+
+
+def test_profile_counts_and_peak_memory_are_analytic_for_a_conv_chain() -> None:
+    h, w = 32, 48
+    result = srblocks.profile(_ThreeConvs(), (h, w))
+    assert result.macs == h * w * 9 * (3 * 16 + 16 * 16 + 16 * 3)
+    assert result.acts == h * w * (16 + 16 + 3) and result.convs == 3
+    # live tensors: a's output and b's output coexist (b reads a), then a is freed before c allocates
+    assert result.peak_activation_bytes == 4 * h * w * (16 + 16)
+    weights = sum(p.numel() for p in _ThreeConvs().parameters()) * 4
+    assert result.peak_memory_bytes == result.peak_activation_bytes + weights + 4 * 3 * h * w
+
+
+def test_profile_peak_memory_matches_real_cpu_allocation_tracking() -> None:
+    """The meta-device peak equals the same storage tracking run on real CPU tensors."""
+    model = srblocks.build_model("fmen_s", scale=4, deploy=True)
+    meta = srblocks.profile(model, (64, 64))
+    from srblocks.profile import _ActivationMemoryMode
+
+    x = torch.rand(1, 3, 64, 64)
+    known = [x.untyped_storage(), *(t.untyped_storage() for t in model.state_dict().values())]
+    mode = _ActivationMemoryMode(known)
+    with torch.no_grad(), mode:
+        model.eval()(x)
+    assert mode.peak == meta.peak_activation_bytes
+
+
+def test_latency_is_measured_with_threads_recorded() -> None:
+    result = srblocks.profile(srblocks.build_model("safmn", scale=2, n_blocks=1), (16, 16), latency=True, runs=2,
+                              warmup=1, threads=1)
+    assert result.latency_ms is not None and result.latency_ms > 0 and result.latency_threads == 1
