@@ -3,10 +3,11 @@
 Counting runs the model once on the ``meta`` device (no real arithmetic, so 1280x720 outputs profile in well under a
 second) under two dispatch modes:
 
-* MACs come from ``torch.utils.flop_counter.FlopCounterMode`` (torch's maintained counter; it reports 2 FLOPs per
-  multiply-accumulate, we divide by 2). It counts convolutions (transposed ones at input resolution),
-  mm/addmm/bmm/baddbmm (so linear layers and attention matmuls) and scaled-dot-product attention. We add the fvcore
-  rules for interpolation: nearest upsampling 1 MAC and bilinear 4 MACs per output element. Norms, activations,
+* MACs come from torch's maintained FLOP formulas (``torch.utils.flop_counter.flop_registry``, the ones
+  ``FlopCounterMode`` uses; 2 FLOPs per multiply-accumulate, we divide by 2), applied in the same single dispatch
+  pass as the other counters. They cover convolutions (transposed ones at input resolution), mm/addmm/bmm/baddbmm
+  (linear layers, attention matmuls) and scaled-dot-product attention. We add the fvcore rules for interpolation:
+  nearest upsampling 1 MAC and bilinear 4 MACs per output element. Norms, activations,
   element-wise ops, pooling and pixel shuffle count 0 (as in fvcore for the hand-written norms of the papers), so the
   total equals fvcore's for the shipped specs.
 * Activations (fvcore definition): output elements of convolutions and matrix multiplications; ``convs`` is the
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils import flop_counter
 
 __all__ = ["Profile", "profile", "count_params", "measure_latency"]
 
@@ -43,22 +44,26 @@ _MATMUL_PACKETS = {aten.mm, aten.addmm, aten.bmm, aten.baddbmm}
 
 
 def _per_output_element(macs_per_element: int):
-    def count(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-        return 2 * macs_per_element * prod(out_shape)  # FlopCounterMode's unit is 2 per MAC
+    def count(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
+        return 2 * macs_per_element * out_val.numel()  # torch's flop formulas use 2 per MAC; so do we
 
     return count
 
 
-def _packet_and_overloads(packet: Any, formula: Any) -> dict[Any, Any]:
-    # FlopCounterMode decomposes any overload not in its registry before counting by packet, so the overloads must
-    # be keys too (otherwise interpolation decomposes into index ops and is never counted).
-    return {packet: formula, **{getattr(packet, name): formula for name in packet.overloads()}}
+def _sdpa_cpu(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, out_val: Any = None,
+              **kwargs: Any) -> int:
+    # torch's registry covers the CUDA SDPA kernels; the CPU flash kernel does the same two matmuls
+    return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape)
 
 
-_FVCORE_EXTRAS = {
-    **_packet_and_overloads(aten.upsample_nearest2d, _per_output_element(1)),
-    **_packet_and_overloads(aten._upsample_nearest_exact2d, _per_output_element(1)),
-    **_packet_and_overloads(aten.upsample_bilinear2d, _per_output_element(4)),
+#: aten op packet -> FLOP formula (2 per MAC). torch's maintained registry (convolutions, matmuls, attention)
+#: plus the fvcore rules for interpolation and the CPU attention kernel.
+FLOP_FORMULAS: dict[Any, Any] = {
+    **flop_counter.flop_registry,
+    aten.upsample_nearest2d: _per_output_element(1),
+    aten._upsample_nearest_exact2d: _per_output_element(1),
+    aten.upsample_bilinear2d: _per_output_element(4),
+    aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu,
 }
 
 
@@ -83,11 +88,12 @@ class Profile:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-class _ActivationMemoryMode(TorchDispatchMode):
-    """Counts conv/matmul output elements and conv calls, and tracks the peak of live newly allocated storages."""
+class _CountingMode(TorchDispatchMode):
+    """One pass counting MACs by op, conv/matmul output elements and conv calls, and the peak of live storages."""
 
     def __init__(self, known_storages: list[torch.UntypedStorage]) -> None:
         super().__init__()
+        self.flops_by_op: dict[str, int] = {}
         self.acts = 0
         self.convs = 0
         self.live = 0
@@ -100,7 +106,12 @@ class _ActivationMemoryMode(TorchDispatchMode):
         self._seen.discard(key)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = FLOP_FORMULAS.get(func._overloadpacket)
+        if formula is not None:
+            name = str(func._overloadpacket)
+            self.flops_by_op[name] = self.flops_by_op.get(name, 0) + int(formula(*args, **kwargs, out_val=out))
         if func in _CONV_OPS:
             self.convs += 1
             self.acts += out.numel()
@@ -156,17 +167,16 @@ def profile(
         }
         x = torch.empty(shape, device="meta", dtype=dtype)
         known = [x.untyped_storage(), *(t.untyped_storage() for t in meta_state.values())]
-        flops = FlopCounterMode(display=False, custom_mapping=_FVCORE_EXTRAS)
-        mem = _ActivationMemoryMode(known)
-        with torch.no_grad(), flops, mem:  # no_grad (not inference_mode): composite ops decompose to aten primitives
+        mem = _CountingMode(known)
+        with torch.no_grad(), mem:  # no_grad (not inference_mode): composite ops decompose to aten primitives
             out = torch.func.functional_call(model, meta_state, (x,), strict=False)
         out_shape = tuple(out.shape)
         del out
-        by_op = {str(k): v // 2 for k, v in flops.get_flop_counts().get("Global", {}).items()}
+        by_op = {k: v // 2 for k, v in mem.flops_by_op.items()}
         weights_bytes = _tensor_bytes(meta_state.values())
         result = Profile(
             params=count_params(model),
-            macs=flops.get_total_flops() // 2,
+            macs=sum(by_op.values()),
             acts=mem.acts,
             convs=mem.convs,
             peak_memory_bytes=mem.peak + weights_bytes + _tensor_bytes([x]),

@@ -111,11 +111,11 @@ def test_profile_peak_memory_matches_real_cpu_allocation_tracking() -> None:
     """The meta-device peak equals the same storage tracking run on real CPU tensors."""
     model = srblocks.build_model("fmen_s", scale=4, deploy=True)
     meta = srblocks.profile(model, (64, 64))
-    from srblocks.profile import _ActivationMemoryMode
+    from srblocks.profile import _CountingMode
 
     x = torch.rand(1, 3, 64, 64)
     known = [x.untyped_storage(), *(t.untyped_storage() for t in model.state_dict().values())]
-    mode = _ActivationMemoryMode(known)
+    mode = _CountingMode(known)
     with torch.no_grad(), mode:
         model.eval()(x)
     assert mode.peak == meta.peak_activation_bytes
