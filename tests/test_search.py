@@ -1,0 +1,171 @@
+"""Search: sampling, validation of spaces, budgets pruned before training, constraints, resume, workers, export."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+import srblocks
+from srblocks import SpecError
+from srblocks.search import (FixedSampler, SearchOptions, evaluate_candidate, export_results, load_search_space,
+                             parse_budgets, run_search)
+from srblocks.search.space import OptunaSampler
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny_safmn",
+    "search": {"objective": "zero-cost", "lr_size": [16, 16], "budgets": {"params": "60K"},
+               "train_iters": 2, "train_batch_size": 2, "train_patch_size": 8, "validate_every": 1,
+               "seeds": {"small": {"variables.dim": 8, "variables.n_blocks": 1}}},
+    "space": {"extends": "safmn", "name": "tiny_safmn",
+              "variables": {"scale": 2, "dim": {"choice": [8, 12, 16, 32]}, "n_blocks": {"int": [1, 3]},
+                            "ffn_scale": 2.0}},
+}
+
+
+def _write(tmp_path: Path, data: dict, name: str = "space.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def _options(tmp_path: Path, space: str, trials: int, **kw) -> SearchOptions:
+    return SearchOptions(space_path=space, out_dir=str(tmp_path / "out"), trials=trials, progress=False, **kw)
+
+
+def test_shipped_spaces_load_and_contain_the_paper_model() -> None:
+    for path in ("search/hybrid_x4.yaml", "search/safmn_width_depth.yaml"):
+        space = load_search_space(REPO / path)
+        spec = space.sample(FixedSampler(space.settings.seeds["safmn"], strict=False))
+        model = srblocks.build_model(spec)
+        assert sum(p.numel() for p in model.parameters()) == 239520  # SAFMN x4 is a point of both spaces
+    hybrid = load_search_space(REPO / "search/hybrid_x4.yaml")
+    assert {"stage1.block", "stage1.depth", "stage1.hfab_mid"} <= set(hybrid.directives)
+    assert set(hybrid.directives["stage1.block"].labels) == {"fmm", "erb", "hpub"}
+
+
+def test_optuna_sampling_gives_valid_specs_with_conditional_parameters() -> None:
+    space = load_search_space(REPO / "search/hybrid_x4.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(8):
+        trial = study.ask()
+        spec = space.sample(OptunaSampler(trial))
+        srblocks.build_model(spec)
+        if trial.params["stage1.block"] != "erb":
+            assert "stage1.hfab_mid" not in trial.params
+        study.tell(trial, 0.0)
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"dim": {"choice": []}}, "non-empty list"),
+    ({"dim": {"int": [8.5, 16]}}, "integer bounds"),
+    ({"dim": {"int": [16, 8]}}, "is empty"),
+])
+def test_malformed_directives_are_rejected_with_their_path(tmp_path, bad, message) -> None:
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["space"]["variables"].update(bad)
+    with pytest.raises(SpecError, match=message) as info:
+        load_search_space(_write(tmp_path, data))
+    assert info.value.path == "variables.dim"
+
+
+def test_unknown_seed_parameter_is_rejected(tmp_path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["search"]["seeds"] = {"x": {"variables.width": 3}}
+    with pytest.raises(SpecError, match="unknown parameter 'variables.width'"):
+        load_search_space(_write(tmp_path, data))
+
+
+def test_space_whose_options_cannot_build_is_rejected_up_front(tmp_path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["space"]["variables"]["dim"] = {"choice": [8, 10]}  # SAFM needs dim divisible by 4
+    space = load_search_space(_write(tmp_path, data))
+    with pytest.raises(SpecError, match="variables.dim=10") as info:
+        space.check(srblocks.build_model)
+    assert info.value.path == "variables.dim"
+
+
+def test_budgets_parse_with_units() -> None:
+    b = parse_budgets("params=250K,memory=60MB,latency=40ms,macs=1.5G")
+    assert (b.params, b.memory, b.latency, b.macs) == (250e3, 60 * 2**20, 40.0, 1.5e9)
+    with pytest.raises(ValueError, match="unknown budget"):
+        parse_budgets("flops=3G")
+    with pytest.raises(ValueError, match="unknown unit"):
+        parse_budgets("memory=3 parsecs")
+
+
+def test_over_budget_candidate_is_rejected_in_milliseconds_before_any_training() -> None:
+    spec = srblocks.load_spec("safmn_l").raw
+    recorded = {}
+    start = time.perf_counter()
+    _, metrics, violations = evaluate_candidate(spec, parse_budgets("params=250K,latency=1ms"), lr_size=(180, 320),
+                                                threads=1, latency_runs=1, need_latency=False,
+                                                record=recorded.__setitem__)
+    elapsed = time.perf_counter() - start
+    assert violations == {"params": 5600816 - 250e3} == recorded
+    assert "latency" not in metrics and "macs" not in metrics  # nothing expensive ran
+    assert elapsed < 2.0
+
+
+def test_study_records_constraints_prunes_and_fails_with_reasons(tmp_path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["space"]["variables"]["dim"] = {"choice": [8, 32]}  # dim 32 is over the 60K budget from n_blocks >= 2
+    space = _write(tmp_path, data)
+    study = run_search(_options(tmp_path, space, trials=10, seed=3))
+    trials = study.get_trials()
+    assert len(trials) == 10
+    for t in trials:
+        value = t.system_attrs["constraints:params"]
+        assert value == pytest.approx(t.user_attrs["params"] - 60e3)
+        assert (t.state == optuna.trial.TrialState.PRUNED) == (value > 0)
+        assert (t.state == optuna.trial.TrialState.PRUNED) == ("over budget" in t.user_attrs.get("pruned_reason", ""))
+    assert any(t.user_attrs.get("seed") == "small" for t in trials)
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+
+
+def test_failing_candidates_are_recorded_with_their_reason_and_the_study_goes_on(tmp_path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["search"]["lr_size"] = [6, 6]  # SAFM's 1/8 pooling level is empty below 8x8: every candidate fails to run
+    study = run_search(_options(tmp_path, _write(tmp_path, data), trials=3))
+    trials = study.get_trials()
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
+    assert all("profiling at (6, 6) failed" in t.user_attrs["failure"] for t in trials)
+
+
+def test_rerunning_resumes_and_exported_best_spec_loads(tmp_path) -> None:
+    space = _write(tmp_path, TINY)
+    run_search(_options(tmp_path, space, trials=3))
+    study = run_search(_options(tmp_path, space, trials=5))
+    assert [t.number for t in study.get_trials()] == [0, 1, 2, 3, 4]
+    summary = export_results(study, tmp_path / "out")
+    best = srblocks.build_model(tmp_path / "out" / "best.yaml")
+    assert sum(p.numel() for p in best.parameters()) == summary["best"][0]["params"]
+    for name in ("trials.csv", "trials.json", "history.png", "pareto.png"):
+        assert (tmp_path / "out" / name).is_file(), name
+
+
+def test_local_worker_processes_share_one_journal_without_losing_trials(tmp_path) -> None:
+    space = _write(tmp_path, TINY)
+    study = run_search(_options(tmp_path, space, trials=6), workers=2)
+    trials = study.get_trials()
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)) and 6 <= len(numbers) <= 7  # at most one overshoot per extra worker
+    assert all(t.state.is_finished() for t in trials)
+
+
+def test_pareto_objective_trains_and_exports_front(tmp_path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["search"].update(objective="pareto", pareto_objectives=["psnr", "params"])
+    space = _write(tmp_path, data)
+    study = run_search(_options(tmp_path, space, trials=3))
+    assert len(study.directions) == 2
+    complete = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete and all(t.values[1] == t.user_attrs["params"] for t in complete)
+    export_results(study, tmp_path / "out")
+    fronts = list((tmp_path / "out" / "pareto").glob("*.yaml"))
+    assert fronts and all(srblocks.build_model(p) for p in fronts)
