@@ -1,0 +1,55 @@
+"""A small budget-constrained search on the embedded default images, in a few minutes on 2 CPU cores.
+
+Searches ``search/hybrid_x4.yaml`` (SAFMN FMMs, FMEN ERB+HFAB pairs and HPUN HPUBs in two stages) for x4 networks
+under 250K parameters and 60 MB peak inference memory for a 180x320 LR frame (the paper SAFMN needs 64.9 MiB, so it is pruned), training each candidate for a few dozen iterations on crops
+of the embedded image (a proxy: the absolute PSNRs are far below converged values; the ranking is what a search
+uses). The paper models enqueued in the space (SAFMN, an FMEN-S-like design) compete with the sampled ones; the
+winner is exported as a spec that ``srblocks.build_model`` loads.
+
+    python examples/search_quickstart.py [--trials 8] [--iters 30] [-o runs/quickstart]
+
+Equivalent command line:
+
+    srblocks search search/hybrid_x4.yaml --trials 8 --train-iters 30 \
+        --budget params=250K,memory=60MB -o runs/quickstart
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import srblocks
+from srblocks.search import SearchOptions, export_results, run_search
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("-o", "--out", default="runs/quickstart")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    options = SearchOptions(space_path=str(REPO / "search" / "hybrid_x4.yaml"), out_dir=args.out, trials=args.trials,
+                            budgets="params=250K,memory=60MB", train_iters=args.iters, progress=True)
+    study = run_search(options)
+    summary = export_results(study, args.out)
+    print(f"\n{summary['trials']} trials in {time.perf_counter() - start:.0f} s: {summary['states']}")
+    print(f"{'candidate':<24} {'state':<9} {'proxy PSNR':>10} {'params':>9} {'MiB@180x320':>12}")
+    for t in sorted(study.get_trials(), key=lambda t: (t.values is None, -(t.values or [0])[0])):
+        label = f"paper: {t.user_attrs['seed']}" if t.user_attrs.get("seed") else f"trial {t.number}"
+        psnr = f"{t.values[0]:.3f}" if t.values else "-"
+        memory = t.user_attrs.get("memory")
+        print(f"{label:<24} {t.state.name.lower():<9} {psnr:>10} {t.user_attrs.get('params', 0):>9,.0f} "
+              (f"{memory / 2**20:>12.1f}" if memory else f"{'-':>12}"))
+    if summary["winners"]:
+        best = srblocks.build_model(summary["winners"][0])
+        print(f"\nwinner: {summary['winners'][0]} ({sum(p.numel() for p in best.parameters()):,} params), "
+              f"plots in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
