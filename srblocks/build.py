@@ -109,12 +109,16 @@ def _subgraph_builder(value: Mapping[str, Any], env: dict[str, Any], source: str
     return module
 
 
-def build_model(spec: str | Path | Mapping[str, Any] | ArchSpec | LoadedSpec, **overrides: Any) -> fx.GraphModule:
+def build_model(
+    spec: str | Path | Mapping[str, Any] | ArchSpec | LoadedSpec, *, check_shapes: bool = True, **overrides: Any
+) -> fx.GraphModule:
     """Build the network a spec describes.
 
     Args:
         spec: a YAML path (``"arch_specs/safmn.yaml"``), a shipped spec name (``"safmn"``), a parsed mapping, an
             :class:`~srblocks.spec.schema.ArchSpec` or a :class:`~srblocks.spec.loader.LoadedSpec`.
+        check_shapes: run the build-time shape check (one meta-device forward at the spec's ``dry_run_size``);
+            callers that profile the model right away (the search) skip it, since profiling runs the same check.
         **overrides: values for the spec's variables (``scale=2``, ``dim=48``); unknown names are an error.
 
     Returns:
@@ -129,7 +133,7 @@ def build_model(spec: str | Path | Mapping[str, Any] | ArchSpec | LoadedSpec, **
     env = resolve_variables(arch.variables, overrides, source=loaded.source)
     resolved = resolve_graph(arch, env, source=loaded.source, build_subgraph=_subgraph_builder)
     model = build_graph_module(resolved)
-    if arch.dry_run_size is not None:
+    if check_shapes and arch.dry_run_size is not None:
         dry_run(model, resolved, arch.dry_run_size, loaded.source)
     model.meta["srblocks"] = ModelInfo(arch, loaded.source, resolved.variables)  # survives deepcopy/deploy
     return model

@@ -277,7 +277,9 @@ def _construct(node: ResolvedNode, source: str, build_subgraph: Callable[..., nn
                         node=node.id) from None
     kwargs = {k: getattr(validated, k) for k in info.args_model.model_fields}
     try:
-        return info.cls(**kwargs)
+        module = info.cls(**kwargs)
+        module.srblocks_args = kwargs  # what built it: lets the profiler reuse counts of identical blocks
+        return module
     except SpecError as exc:
         raise exc.located(source=source, path=node.path) from None
     except (ValueError, TypeError, RuntimeError) as exc:

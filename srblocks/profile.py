@@ -26,12 +26,13 @@ from __future__ import annotations
 import statistics
 import time
 import weakref
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from math import prod
 from typing import Any
 
 import torch
-from torch import nn
+from torch import fx, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils import flop_counter
 
@@ -130,6 +131,117 @@ class _CountingMode(TorchDispatchMode):
         return out
 
 
+@dataclass(frozen=True)
+class _NodeStats:
+    """What one block does for given input shapes: MACs by op, acts, convs, the peak of its own new allocations,
+    and its output (shape, dtype, freshly allocated bytes, or the index of the input it is a view of)."""
+
+    flops_by_op: tuple[tuple[str, int], ...]
+    acts: int
+    convs: int
+    internal_peak: int
+    out_shape: tuple[int, ...]
+    out_dtype: torch.dtype
+    out_new_bytes: int
+    out_alias: int | None
+
+
+_NODE_CACHE: OrderedDict[Any, _NodeStats] = OrderedDict()
+_NODE_CACHE_SIZE = 4096
+
+
+def _node_key(module: nn.Module, inputs: list[torch.Tensor]) -> Any:
+    """Cache key: the block's constructor arguments (recorded by the assembler), its parameter layout and the input
+    shapes. None (no caching) for modules not built from a spec or taking sub-modules as arguments."""
+    args = getattr(module, "srblocks_args", None)
+    if args is None or any(isinstance(v, nn.Module) for v in args.values()):
+        return None
+    layout = tuple((k, tuple(v.shape), v.dtype) for k, v in module.state_dict().items())
+    return (type(module), repr(sorted(args.items())), layout, tuple((tuple(t.shape), t.dtype) for t in inputs))
+
+
+def _measure_node(module: nn.Module, inputs: list[torch.Tensor], dtype: torch.dtype) -> _NodeStats:
+    meta_state = {
+        name: torch.empty_like(t, device="meta", dtype=dtype if t.is_floating_point() else t.dtype)
+        for name, t in [*module.named_parameters(), *module.named_buffers()]
+    }
+    known = [*(t.untyped_storage() for t in inputs), *(t.untyped_storage() for t in meta_state.values())]
+    mode = _CountingMode(known)
+    with mode:
+        out = torch.func.functional_call(module, meta_state, tuple(inputs), strict=False)
+    storage = out.untyped_storage()
+    alias = next((i for i, t in enumerate(inputs) if t.untyped_storage() is storage), None)
+    return _NodeStats(tuple(sorted(mode.flops_by_op.items())), mode.acts, mode.convs, mode.peak, tuple(out.shape),
+                      out.dtype, 0 if alias is not None else storage.nbytes(), alias)
+
+
+def _profile_graph(model: fx.GraphModule, x: torch.Tensor, dtype: torch.dtype, cache: bool) -> tuple[
+        dict[str, int], int, int, int, tuple[int, ...]]:
+    """Node-by-node meta profile of an assembled model: (flops_by_op, acts, convs, activation peak, output shape).
+
+    Identical blocks on identical input shapes (e.g. 8 FMMs) are measured once. Memory is tracked at graph level:
+    each node may allocate up to its internal peak on top of the values alive before it; its output stays alive
+    until its last consumer has run (views share their input's bytes), exactly as the generated forward frees them.
+    """
+    nodes = list(model.graph.nodes)
+    last_use: dict[fx.Node, fx.Node] = {}
+    for node in nodes:
+        for arg in node.all_input_nodes:
+            last_use[arg] = node
+    values: dict[fx.Node, torch.Tensor] = {}
+    group: dict[fx.Node, int | None] = {}
+    group_bytes: dict[int, int] = {}
+    group_refs: dict[int, int] = {}
+    flops: dict[str, int] = {}
+    acts = convs = live = peak = 0
+    output_shape: tuple[int, ...] = ()
+    for node in nodes:
+        if node.op == "placeholder":
+            values[node], group[node] = x, None
+            continue
+        if node.op == "output":
+            output_shape = tuple(values[node.args[0]].shape)
+            break
+        if node.op != "call_module" or node.kwargs:
+            raise _NotAssembled
+        module = model.get_submodule(str(node.target))
+        inputs = [values[a] for a in node.args]  # type: ignore[index]
+        key = _node_key(module, inputs) if cache else None
+        stats = _NODE_CACHE.get(key) if key is not None else None
+        if stats is None:
+            stats = _measure_node(module, inputs, dtype)
+            if key is not None:
+                _NODE_CACHE[key] = stats
+                if len(_NODE_CACHE) > _NODE_CACHE_SIZE:
+                    _NODE_CACHE.popitem(last=False)
+        for op, count in stats.flops_by_op:
+            flops[op] = flops.get(op, 0) + count
+        acts, convs = acts + stats.acts, convs + stats.convs
+        peak = max(peak, live + stats.internal_peak)
+        values[node] = torch.empty(stats.out_shape, dtype=stats.out_dtype, device="meta")
+        if stats.out_alias is not None:
+            group[node] = group[node.args[stats.out_alias]]  # type: ignore[index]
+            if group[node] is not None:
+                group_refs[group[node]] += 1
+        else:
+            gid = len(group_bytes)
+            group[node], group_bytes[gid], group_refs[gid] = gid, stats.out_new_bytes, 1
+            live += stats.out_new_bytes
+        for arg in set(node.all_input_nodes):
+            if last_use.get(arg) is node and group.get(arg) is not None:
+                gid = group[arg]
+                group_refs[gid] -= 1
+                if group_refs[gid] == 0:
+                    live -= group_bytes[gid]
+            if last_use.get(arg) is node:
+                values.pop(arg, None)
+    return flops, acts, convs, peak, output_shape
+
+
+class _NotAssembled(Exception):
+    """The GraphModule has nodes the node-level profiler does not handle; fall back to one whole forward."""
+
+
 def count_params(model: nn.Module) -> int:
     """Number of parameter elements (buffers such as BatchNorm running statistics excluded)."""
     return sum(p.numel() for p in model.parameters())
@@ -151,8 +263,12 @@ def profile(
     warmup: int = 3,
     threads: int | None = None,
     device: str | torch.device = "cpu",
+    cache: bool = True,
 ) -> Profile:
     """Profile ``model`` for a (batch, in_channels, *lr_size) input. See the module docstring for what counts.
+
+    Models from :func:`srblocks.build_model` are profiled node by node and identical blocks on identical input
+    shapes are counted once (``cache=False`` measures every node); other modules run once as a whole.
 
     ``latency=True`` also measures the median forward time on ``device`` with ``threads`` CPU threads.
     """
@@ -166,21 +282,28 @@ def profile(
             for name, t in [*model.named_parameters(), *model.named_buffers()]
         }
         x = torch.empty(shape, device="meta", dtype=dtype)
-        known = [x.untyped_storage(), *(t.untyped_storage() for t in meta_state.values())]
-        mem = _CountingMode(known)
-        with torch.no_grad(), mem:  # no_grad (not inference_mode): composite ops decompose to aten primitives
-            out = torch.func.functional_call(model, meta_state, (x,), strict=False)
-        out_shape = tuple(out.shape)
-        del out
-        by_op = {k: v // 2 for k, v in mem.flops_by_op.items()}
+        with torch.no_grad():  # no_grad (not inference_mode): composite ops decompose to aten primitives
+            try:
+                if not isinstance(model, fx.GraphModule):
+                    raise _NotAssembled
+                flops, acts, convs, act_peak, out_shape = _profile_graph(model, x, dtype, cache)
+            except _NotAssembled:
+                known = [x.untyped_storage(), *(t.untyped_storage() for t in meta_state.values())]
+                mem = _CountingMode(known)
+                with mem:
+                    out = torch.func.functional_call(model, meta_state, (x,), strict=False)
+                out_shape = tuple(out.shape)
+                del out
+                flops, acts, convs, act_peak = mem.flops_by_op, mem.acts, mem.convs, mem.peak
+        by_op = {k: v // 2 for k, v in flops.items()}
         weights_bytes = _tensor_bytes(meta_state.values())
         result = Profile(
             params=count_params(model),
             macs=sum(by_op.values()),
-            acts=mem.acts,
-            convs=mem.convs,
-            peak_memory_bytes=mem.peak + weights_bytes + _tensor_bytes([x]),
-            peak_activation_bytes=mem.peak,
+            acts=acts,
+            convs=convs,
+            peak_memory_bytes=act_peak + weights_bytes + _tensor_bytes([x]),
+            peak_activation_bytes=act_peak,
             input_shape=shape,
             output_shape=out_shape,
             macs_by_op=by_op,

@@ -96,9 +96,9 @@ class RRRB(nn.Module):
         k2, b2 = self.reduce_conv.weight.double(), self.reduce_conv.bias.double()  # (n, h, 1, 1)
         hidden, n = k0.shape[0], k0.shape[1]
         k1[:, :, 1, 1] += torch.eye(hidden, dtype=k1.dtype, device=k1.device)  # + e
-        w01 = torch.einsum("oihw,ij->ojhw", k1, k0[:, :, 0, 0])  # (h, n, 3, 3)
-        b01 = b1 + torch.einsum("oihw,i->o", k1, b0)
-        w = torch.einsum("mo,ojhw->mjhw", k2[:, :, 0, 0], w01)  # (n, n, 3, 3)
+        w01 = torch.tensordot(k1, k0[:, :, 0, 0], dims=([1], [0])).permute(0, 3, 1, 2)  # (h, n, 3, 3)
+        b01 = b1 + k1.sum(dim=(2, 3)) @ b0
+        w = (k2[:, :, 0, 0] @ w01.reshape(hidden, -1)).reshape(n, n, 3, 3)
         b = k2[:, :, 0, 0] @ b01 + b2
         w[:, :, 1, 1] += torch.eye(n, dtype=w.dtype, device=w.device)  # + x
         self.rep_conv = _set_conv(self.fea_conv, w, b, padding=1)
@@ -171,11 +171,11 @@ class HFAB(nn.Module):
             return
         s1, t1 = _bn_scale_shift(self.bn1)
         w, b = self.squeeze.weight.double(), self.squeeze.bias.double()
-        self.squeeze = _set_conv(self.squeeze, w * s1.view(1, -1, 1, 1), b + torch.einsum("oihw,i->o", w, t1), 1)
+        self.squeeze = _set_conv(self.squeeze, w * s1.view(1, -1, 1, 1), b + w.sum(dim=(2, 3)) @ t1, 1)
         s2, t2 = _bn_scale_shift(self.bn2)
         s3, t3 = _bn_scale_shift(self.bn3)
         w, b = self.excitate.weight.double(), self.excitate.bias.double()
-        w2, b2 = w * s2.view(1, -1, 1, 1), b + torch.einsum("oihw,i->o", w, t2)
+        w2, b2 = w * s2.view(1, -1, 1, 1), b + w.sum(dim=(2, 3)) @ t2
         self.excitate = _set_conv(self.excitate, w2 * s3.view(-1, 1, 1, 1), b2 * s3 + t3, 1)
         for erb in self.convs:
             erb.conv1.reparameterize()

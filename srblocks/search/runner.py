@@ -159,10 +159,11 @@ def evaluate_candidate(
     it is known (the Optuna trial's ``set_constraint``).
     """
     try:
-        model = build_model(spec)
+        model = build_model(spec, check_shapes=False)  # the profile below runs the same meta-device forward
     except SpecError as exc:
         raise InvalidCandidate(str(exc)) from None
-    inference = deploy(model)  # budgets apply to what would be deployed (FMEN blocks re-parameterized)
+    has_train_form = any(hasattr(m, "reparameterize") for m in model.modules())
+    inference = deploy(model) if has_train_form else model  # budgets apply to what would be deployed (FMEN blocks re-parameterized)
     metrics: dict[str, float] = {"params": float(count_params(inference))}
     violations: dict[str, float] = {}
 
