@@ -55,7 +55,10 @@ def build_graph_module(resolved: ResolvedGraph) -> fx.GraphModule:
         assert node.module is not None
         modules[node.id] = node.module
         values[node.id] = graph.call_module(node.id, tuple(values[ref] for ref in node.inputs))
-    graph.output(values[resolved.output])
+    if len(resolved.outputs) == 1:
+        graph.output(values[resolved.outputs[0]])
+    else:
+        graph.output(tuple(values[o] for o in resolved.outputs))
     graph.lint()
     return fx.GraphModule(modules, graph, class_name="SRNet")
 
@@ -106,6 +109,7 @@ def _subgraph_builder(value: Mapping[str, Any], env: dict[str, Any], source: str
     resolved = resolve_graph(sub, dict(env), source=source, path=path, build_subgraph=_subgraph_builder)
     module = build_graph_module(resolved)
     module.out_channels = resolved.out_channels  # type: ignore[assignment]
+    module.output_channels = resolved.output_channels  # type: ignore[assignment]
     return module
 
 
@@ -132,6 +136,9 @@ def build_model(
     arch = loaded.spec
     env = resolve_variables(arch.variables, overrides, source=loaded.source)
     resolved = resolve_graph(arch, env, source=loaded.source, build_subgraph=_subgraph_builder)
+    if len(resolved.outputs) != 1:
+        raise SpecError("a model has one output (several outputs are for sub-graphs)", source=loaded.source,
+                        path="output")
     model = build_graph_module(resolved)
     if check_shapes and arch.dry_run_size is not None:
         dry_run(model, resolved, arch.dry_run_size, loaded.source)

@@ -45,17 +45,24 @@ class ResolvedNode:
 
 @dataclass
 class ResolvedGraph:
-    """A checked DAG: graph inputs with channels, nodes in execution order, the output id and the networkx graph."""
+    """A checked DAG: graph inputs with channels, nodes in execution order, the output id(s) and the networkx graph.
+
+    ``outputs`` has one id for a model; sub-graphs may return several tensors (a tuple, in the listed order)."""
 
     inputs: dict[str, int]
     nodes: list[ResolvedNode]
-    output: str
+    outputs: list[str]
     dag: nx.DiGraph
     variables: dict[str, Any]
 
     @property
     def out_channels(self) -> int:
-        return self.dag.nodes[self.output]["channels"]
+        """Channels of the (first) output."""
+        return self.dag.nodes[self.outputs[0]]["channels"]
+
+    @property
+    def output_channels(self) -> list[int]:
+        return [self.dag.nodes[o]["channels"] for o in self.outputs]
 
 
 def resolve_variables(
@@ -227,12 +234,19 @@ def resolve_graph(
                         source=source, path=f"{prefix}nodes", node=cycle[0][0])
     except nx.NetworkXNoCycle:
         pass
-    output = graph.output or nodes[-1].id
-    if output not in dag:
-        close = difflib.get_close_matches(output, list(dag), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise SpecError(f"output {output!r} is not a node{hint}", source=source, path=f"{prefix}output")
-    used = nx.ancestors(dag, output) | {output}
+    try:
+        raw_outputs = graph.output if isinstance(graph.output, list) else [graph.output or nodes[-1].id]
+        outputs = [render_template(o, env) for o in raw_outputs]
+    except ExpressionError as exc:
+        raise SpecError(str(exc), source=source, path=f"{prefix}output") from None
+    used: set[str] = set()
+    for output in outputs:
+        if output not in dag:
+            close = difflib.get_close_matches(output, list(dag), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise SpecError(f"output {output!r} is not a node{hint}", source=source, path=f"{prefix}output")
+        used |= nx.ancestors(dag, output) | {output}
+    output = ", ".join(outputs)
     for name in dag:
         if name not in used:
             kind = dag.nodes[name]["kind"]
@@ -255,7 +269,7 @@ def resolve_graph(
         node.out_channels = channels
         dag.nodes[name]["channels"] = channels
     ordered = [dag.nodes[n]["resolved"] for n in order if dag.nodes[n]["kind"] == "block"]
-    return ResolvedGraph(inputs, ordered, output, dag, {k: v for k, v in env.items() if k != "__repeat__"})
+    return ResolvedGraph(inputs, ordered, outputs, dag, {k: v for k, v in env.items() if k != "__repeat__"})
 
 
 def _construct(node: ResolvedNode, source: str, build_subgraph: Callable[..., nn.Module]) -> nn.Module:

@@ -11,6 +11,7 @@ import yaml
 
 import srblocks
 from srblocks import SpecError, build_model
+from srblocks.build import _subgraph_builder
 from srblocks.spec.expr import ExpressionError, evaluate
 
 TINY = {
@@ -191,6 +192,14 @@ def test_subgraph_argument_is_built_into_a_module() -> None:
     model = build_model(spec)
     assert model.body.inner.a.out_channels == 16 and "body.inner.b.weight" in model.state_dict()
     assert model(torch.rand(1, 3, 4, 4)).shape == (1, 3, 8, 8)
+    multi = dict(spec["nodes"][1]["args"]["inner"], output=["b", "a"])  # a sub-graph may return several tensors
+    inner = _subgraph_builder(multi, {"dim": 8}, "<test>", "inner")
+    b, a = inner(torch.rand(1, 8, 4, 4))
+    assert (b.shape[1], a.shape[1]) == (8, 16) and inner.output_channels == [8, 16]
+    spec["nodes"][1]["args"]["inner"]["output"] = ["b", "a"]  # the wrapper adds x + (b, a): located failure
+    err = _error(spec)
+    assert err.node == "body" and "fails on a 64x64 input" in str(err)
+    spec["nodes"][1]["args"]["inner"]["output"] = "b"
     spec["nodes"][1]["args"]["inner"]["nodes"][1]["block"] = "bogus"
     err = _error(spec)
     assert err.path == "nodes[1].args.inner.nodes[1].block"

@@ -60,11 +60,13 @@ class RepeatSpec(_Strict):
 
 
 class GraphSpec(_Strict):
-    """A (sub-)graph: named inputs with their channel counts, nodes, and the output node id (default: last node)."""
+    """A (sub-)graph: named inputs with their channel counts, nodes, and the output node id (default: last node).
+
+    A sub-graph may list several outputs; its module then returns a tuple in that order."""
 
     inputs: dict[str, int | str] = Field(default_factory=lambda: {"input": 3})
     nodes: list[Union[NodeSpec, RepeatSpec]] = Field(min_length=1)
-    output: str | None = None
+    output: str | list[str] | None = None
 
 
 class ExpectedValue(_Strict):
