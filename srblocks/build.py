@@ -140,6 +140,13 @@ def build_model(
         raise SpecError("a model has one output (several outputs are for sub-graphs)", source=loaded.source,
                         path="output")
     model = build_graph_module(resolved)
+    if arch.mask_guided is not None:
+        from .transforms import mask_guided_transform
+
+        try:
+            model = mask_guided_transform(model, arch.mask_guided, resolved.variables)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise SpecError(f"mask_guided transform failed: {exc}", source=loaded.source, path="mask_guided") from None
     if check_shapes and arch.dry_run_size is not None:
         dry_run(model, resolved, arch.dry_run_size, loaded.source)
     model.meta["srblocks"] = ModelInfo(arch, loaded.source, resolved.variables)  # survives deepcopy/deploy

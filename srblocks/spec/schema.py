@@ -126,6 +126,9 @@ class ArchSpec(GraphSpec):
     )
     official_checkpoint: OfficialCheckpoint = Field(default_factory=OfficialCheckpoint)
     expected: list[ExpectedEntry] = Field(default_factory=list)
+    mask_guided: dict[str, Any] | None = Field(
+        None, description="turn the network into its MGA mask-guided form: {split: NODE_ID, k: ..., ...} "
+        "(srblocks.transforms.mask_guided_transform)")
     notes: list[str] | str | None = None
 
 
