@@ -12,12 +12,25 @@ from . import blocks  # noqa: F401  (eager registration of every block)
 from .build import ModelInfo, build_model, model_info
 from .deploy import deploy
 from .errors import SpecError
+from .evaluate import EvalResult, ImageResult, evaluate, upscale_image, upscale_tensor
 from .profile import Profile, profile
 from .registry import block_names, get_block, list_blocks, register_block
 from .spec import load_spec, shipped_spec_names
+from .train import StopTraining, TrainConfig, TrainingDiverged, TrainResult, ValidationReport, train
 from .weights import WeightsError, load_weights, read_state_dict, save_weights
 
 __all__ = [
+    "EvalResult",
+    "ImageResult",
+    "StopTraining",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "ValidationReport",
+    "evaluate",
+    "train",
+    "upscale_image",
+    "upscale_tensor",
     "ModelInfo",
     "Profile",
     "SpecError",

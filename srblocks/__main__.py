@@ -1,0 +1,7 @@
+"""``python -m srblocks`` runs the ``srblocks`` command line."""
+
+import sys
+
+from srblocks.cli import main
+
+sys.exit(main())
