@@ -29,3 +29,46 @@ def require_shared_file(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"reference file {relative} not found under {shared_root()} (set SRBLOCKS_SHARED)")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_torch_thread():
+    """Tests use small tensors: one intra-op thread is fastest and immune to oversubscribed machines."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+#: A tiny x2 network used by tests that need any model: conv -> act -> conv -> pixel shuffle (+ bilinear skip).
+TINY_SPEC = {
+    "name": "tiny",
+    "variables": {"scale": 2, "dim": 8},
+    "inputs": {"image": 3},
+    "nodes": [
+        {"id": "head", "block": "conv", "args": {"out_channels": "dim"}},
+        {"id": "act", "block": "act"},
+        {"id": "tail", "block": "conv", "args": {"out_channels": "3 * scale ** 2"}},
+        {"id": "shuffle", "block": "pixel_shuffle", "args": {"scale": "scale"}},
+        {"id": "up", "block": "resize", "inputs": ["image"], "args": {"scale": "scale", "mode": "bilinear"}},
+        {"id": "out", "block": "add", "inputs": ["shuffle", "up"]},
+    ],
+}
+
+
+def synthetic_images(n: int = 2, size: tuple[int, int] = (48, 60), seed: int = 0, noise: float = 6.0):
+    """Smooth-ish synthetic RGB photos [(name, uint8 (H, W, 3))]: low-frequency patterns plus a little noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    out = []
+    for i in range(n):
+        chans = [np.sin(2 * np.pi * (rng.uniform(0.5, 3) * xx + rng.uniform(0.5, 3) * yy) + rng.uniform(0, 6))
+                 for _ in range(3)]
+        img = 127.5 + 100 * np.stack(chans, -1) + rng.normal(0, noise, (h, w, 3))
+        out.append((f"img{i}", np.clip(np.round(img), 0, 255).astype(np.uint8)))
+    return out

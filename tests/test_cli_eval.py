@@ -16,26 +16,13 @@ import yaml
 from PIL import Image
 
 import srblocks
-from conftest import require_shared_file
+from conftest import TINY_SPEC as TINY, require_shared_file, synthetic_images
 from srblocks.cli import main
 from srblocks.data import read_image
 from srblocks.evaluate import evaluate, upscale_image
 
 PSNR_TOL_DB = 0.005
 
-TINY = {
-    "name": "tiny",
-    "variables": {"scale": 2, "dim": 8},
-    "inputs": {"image": 3},
-    "nodes": [
-        {"id": "head", "block": "conv", "args": {"out_channels": "dim"}},
-        {"id": "act", "block": "act"},
-        {"id": "tail", "block": "conv", "args": {"out_channels": "3 * scale ** 2"}},
-        {"id": "shuffle", "block": "pixel_shuffle", "args": {"scale": "scale"}},
-        {"id": "up", "block": "resize", "inputs": ["image"], "args": {"scale": "scale", "mode": "bilinear"}},
-        {"id": "out", "block": "add", "inputs": ["shuffle", "up"]},
-    ],
-}
 
 
 def _photo(h: int, w: int, seed: int) -> np.ndarray:

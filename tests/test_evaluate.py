@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import srblocks
-from conftest import require_shared_file
+from conftest import TINY_SPEC as TINY, require_shared_file, synthetic_images
 from srblocks.data import ImageReadError, PairedImageDataset, SRSample, image_to_tensor
 from srblocks.evaluate import EvalResult, evaluate, upscale_image, upscale_tensor
 from srblocks.metrics import psnr, ssim
@@ -122,19 +122,6 @@ def test_fmen_fed_with_the_wrong_range_fails_badly(reference_models):
 # protocol details without shared data
 # ---------------------------------------------------------------------------------------------------------------
 
-TINY = {
-    "name": "tiny",
-    "variables": {"scale": 2, "dim": 8},
-    "inputs": {"image": 3},
-    "nodes": [
-        {"id": "head", "block": "conv", "args": {"out_channels": "dim"}},
-        {"id": "act", "block": "act"},
-        {"id": "tail", "block": "conv", "args": {"out_channels": "3 * scale ** 2"}},
-        {"id": "shuffle", "block": "pixel_shuffle", "args": {"scale": "scale"}},
-        {"id": "up", "block": "resize", "inputs": ["image"], "args": {"scale": "scale", "mode": "bilinear"}},
-        {"id": "out", "block": "add", "inputs": ["shuffle", "up"]},
-    ],
-}
 
 NEAREST = {
     "name": "nearest",
@@ -145,17 +132,7 @@ NEAREST = {
 
 
 def _images(n: int = 2, size: tuple[int, int] = (48, 60), seed: int = 0) -> list[tuple[str, np.ndarray]]:
-    """Smooth-ish synthetic RGB photos (uint8): low-frequency patterns plus a little noise."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    out = []
-    for i in range(n):
-        chans = [np.sin(2 * np.pi * (rng.uniform(0.5, 3) * xx + rng.uniform(0.5, 3) * yy) + rng.uniform(0, 6))
-                 for _ in range(3)]
-        img = 127.5 + 100 * np.stack(chans, -1) + rng.normal(0, 6, (h, w, 3))
-        out.append((f"img{i}", np.clip(np.round(img), 0, 255).astype(np.uint8)))
-    return out
+    return synthetic_images(n, size, seed, noise=6)
 
 
 def test_evaluate_equals_metrics_on_upscaled_images():
@@ -301,7 +278,9 @@ def test_tiling_arguments():
 
 
 def test_auto_tiling_only_for_large_images(monkeypatch):
-    from srblocks import evaluate as ev
+    import importlib
+
+    ev = importlib.import_module("srblocks.evaluate")  # the module (srblocks.evaluate is also the function)
 
     calls: list[tuple[int, int]] = []
     model = srblocks.build_model(NEAREST, scale=2)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import srblocks
+from conftest import TINY_SPEC, synthetic_images
 from srblocks.evaluate import evaluate
 from srblocks.train import (
     CHECKPOINT_NAME,
@@ -25,17 +26,8 @@ from srblocks.train import (
     train,
 )
 
-TINY = {
-    "name": "tiny",
-    "variables": {"scale": 2, "dim": 8},
-    "inputs": {"image": 3},
-    "nodes": [
-        {"id": "head", "block": "conv", "args": {"out_channels": "dim"}},
-        {"id": "act", "block": "act"},
-        {"id": "tail", "block": "conv", "args": {"out_channels": "3 * scale ** 2"}},
-        {"id": "shuffle", "block": "pixel_shuffle", "args": {"scale": "scale"}},
-    ],
-}
+
+TINY = {**TINY_SPEC, "nodes": TINY_SPEC["nodes"][:4]}  # no bilinear skip: the net must learn
 
 FAST = dict(batch_size=4, lr_patch_size=12, lr=3e-3, progress=False, threads=1, log_every=5)
 
@@ -49,16 +41,7 @@ def _one_thread():
 
 
 def _images(n: int = 4, size: tuple[int, int] = (40, 48), seed: int = 0) -> list[tuple[str, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    out = []
-    for i in range(n):
-        chans = [np.sin(2 * np.pi * (rng.uniform(0.5, 3) * xx + rng.uniform(0.5, 3) * yy) + rng.uniform(0, 6))
-                 for _ in range(3)]
-        img = 127.5 + 100 * np.stack(chans, -1) + rng.normal(0, 4, (h, w, 3))
-        out.append((f"img{i}", np.clip(np.round(img), 0, 255).astype(np.uint8)))
-    return out
+    return synthetic_images(n, size, seed, noise=4)
 
 
 DATA = _images(4)
