@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 import pydantic
+import pydantic.json_schema
 from torch import nn
 
 __all__ = ["BlockInfo", "UnknownBlockError", "register_block", "get_block", "list_blocks", "block_names"]
@@ -59,12 +60,23 @@ class BlockInfo:
     summary: str
 
     def schema(self) -> dict[str, Any]:
-        """JSON schema of the block's arguments (what ``srblocks blocks`` prints)."""
-        return self.args_model.model_json_schema()
+        """JSON schema of the block's arguments (what ``srblocks blocks`` prints).
+
+        Arguments typed as Python objects with no JSON form (sub-graph modules such as ``mask_guided``'s ``base``)
+        appear as ``{"type": "object", "description": "<class> (a sub-graph in specs)"}``.
+        """
+        return self.args_model.model_json_schema(schema_generator=_ArgsJsonSchema)
 
     def field_types(self) -> dict[str, Any]:
         """Mapping argument name -> annotation (used to decide whether a YAML string is an expression)."""
         return {k: f.annotation for k, f in self.args_model.model_fields.items()}
+
+
+class _ArgsJsonSchema(pydantic.json_schema.GenerateJsonSchema):
+    """JSON schema generator that describes arbitrary-type (isinstance) fields instead of failing on them."""
+
+    def is_instance_schema(self, schema: Any) -> dict[str, Any]:
+        return {"type": "object", "description": f"{schema['cls'].__name__} (a sub-graph in specs)"}
 
 
 _REGISTRY: dict[str, BlockInfo] = {}
