@@ -1,4 +1,5 @@
-"""Test-only plain-torch assembly of the official RFDN-MGA from srblocks blocks (until the declarative spec exists).
+"""Test-only plain-torch assembly of the official RFDN-MGA from srblocks blocks (an independent cross-check of the
+declarative ``rfdn_m`` spec, which tests/test_mga_specs.py checks against the same golden case).
 
 ``RFDNBase`` / ``RFDNRefine`` mirror ``huxiaotaostasy/MGA-scheme`` ``exps/rfdn/RFDNMGA.py`` with the official
 attribute names, so the official state_dict (keys ``base.*``, ``mask.*``, ``refine.*``) loads with strict=True into

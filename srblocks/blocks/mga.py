@@ -236,7 +236,8 @@ class MaskGuidedOutput:
     Attributes:
         sr: final SR image (B, C_out, s*H, s*W).
         coarse: Base-Net image (B, C_out, s*H, s*W).
-        mask: MP error mask (B, 1, ceil(H/p), ceil(W/p)) on the padded patch grid; None in modes "base"/"dense".
+        mask: MP error mask (B, 1, ceil(H/p), ceil(W/p)) on the padded patch grid; None in modes "base"/"dense"
+            and without a mask predictor.
         idx: int64 (N, 3) selected patches (b, r, c), raster order; None in modes "base"/"dense".
         k: patches refined per image (N = B*k).
         scale: s, inferred from the base output.
@@ -272,12 +273,14 @@ class MaskGuided(nn.Module):
       ``RFDNRefine`` whose last 3x3 conv has padding 0 - or (N, out_channels, s*(p + 2*halo), ...), whose outer
       ``s*halo`` HR pixels are then cropped. ``refine`` is not called when K = 0.
 
-    Splitting a spec at a named node N (the paper's general transform): ``base`` = the whole network with a second
-    output at N (plus any LR tensor that the part after N reads besides N, e.g. a long skip); ``refine`` = a fresh
-    copy of the part after N (own weights) that maps the patch of N (and the extras) to an HR patch: every layer
-    keeps its "same" padding, so the output is the halo-sized window that gets cropped, or, as in the official
-    RFDN-MGA, a final 3x3 conv with padding 0 strips the LR halo. (Official RFDN-MGA: N = ``out_lr``, the refine
-    part = 2 RFDBs, fusion, LR conv, conv1/conv2, upsampler: ``refine.*`` keys.)
+    Splitting a spec (the paper's general transform, :func:`srblocks.transforms.mask_guided_transform`): the spec
+    is the decomposed D-Net graph; at the split node N (F_c) and the first tail node T (upsampler), ``base`` = every
+    node up to N plus its own new copy of the tail T..output (fed from N), returning (coarse, F_c, extras);
+    ``refine`` = every node after N (the deeper blocks and the original tail), taking F_c and the extras (LR values
+    before N that the refine part also reads, e.g. a long skip or the LR image of a bilinear skip). Every refine layer
+    keeps its "same" padding, so its output is the halo-sized window that gets cropped, or, as in the official
+    RFDN-MGA, a 3x3 conv with padding 0 strips the LR halo. (Official RFDN-MGA: N = ``out_lr``, T = the upsampler,
+    the refine part = 2 RFDBs, fusion, LR conv, conv1/conv2, upsampler: ``refine.*`` keys.)
 
     Pipeline (mode ``"mask"``; the official ``RFDNMGA.forward``): run ``base``; zero-pad feat/extras at the
     bottom/right to multiples of p (and the coarse image by s times as much) so any size works; ``mask =
@@ -290,6 +293,9 @@ class MaskGuided(nn.Module):
     ``forward`` returns the SR image and stores the :class:`MaskGuidedOutput` of the call in ``self.last``
     (coarse, mask, idx, k; with their autograd graph until the next call); :meth:`run` returns it directly and takes
     per-call ``k``/``mode`` overrides. Keys: ``base.*``, ``mask.*`` (MP), ``refine.*`` as the official RFDNMGA.
+
+    ``mask_predictor=False`` leaves the MP module out (``self.mask`` is None): the decomposed -D network (Base +
+    Refine, the paper's D-Net params) for modes ``"dense"``, ``"base"`` and ``"all"`` (whose ``mask`` is then None).
     """
 
     def __init__(
@@ -305,6 +311,7 @@ class MaskGuided(nn.Module):
         mask_kernel_size: PositiveInt = 5,
         temperature: PositiveFloat = 1.0,
         mode: Mode = "mask",
+        mask_predictor: bool = True,
     ) -> None:
         super().__init__()
         for name, mod in (("base", base), ("refine", refine)):
@@ -313,6 +320,8 @@ class MaskGuided(nn.Module):
         resolve_k(k, 1)  # validates k
         if mode not in ("mask", "all", "dense", "base"):
             raise ValueError(f"mode must be one of 'mask', 'all', 'dense', 'base', got {mode!r}")
+        if mode == "mask" and not mask_predictor:
+            raise ValueError("mode 'mask' needs the mask predictor (mask_predictor=False builds the -D network)")
         declared = getattr(base, "out_channels", None)
         if isinstance(declared, Sequence) and len(declared) >= 2 and tuple(declared[:2]) != (out_channels, nf):
             raise ValueError(
@@ -326,7 +335,11 @@ class MaskGuided(nn.Module):
         self.halo = halo
         self.mode: Mode = mode
         self.base = base
-        self.mask = MaskPredictor(nf, patch_size=patch_size, kernel_size=mask_kernel_size, temperature=temperature)
+        self.mask = (
+            MaskPredictor(nf, patch_size=patch_size, kernel_size=mask_kernel_size, temperature=temperature)
+            if mask_predictor
+            else None
+        )
         self.refine = refine
         self.last: MaskGuidedOutput | None = None
 
@@ -381,8 +394,11 @@ class MaskGuided(nn.Module):
         coarse_p = F.pad(coarse, (0, s * (wp - w), 0, s * (hp - h))) if (hp, wp) != (h, w) else coarse
         n = (hp // p) * (wp // p)
         kk = n if mode == "all" else resolve_k(self.k if k is None else k, n)
-        mask = self.mask(feats_p[0])
-        idx = select_topk(mask, kk)
+        if self.mask is None and mode == "mask":
+            raise ValueError("mode 'mask' needs the mask predictor (this network was built with mask_predictor=False)")
+        mask = self.mask(feats_p[0]) if self.mask is not None else None
+        grid = mask if mask is not None else feats_p[0].new_zeros(feats_p[0].shape[0], 1, hp // p, wp // p)
+        idx = select_topk(grid, kk)  # mode "all" without a mask predictor: every patch (k == n needs no mask)
         if kk == 0:
             sr = coarse_p.clone()
         else:
