@@ -75,10 +75,16 @@ class CheckRow:
     target: Target
     actual: float
     reference: str | None
+    paper: Target | None = None
 
     @property
     def ok(self) -> bool:
         return self.target.accepts(self.actual)
+
+    @property
+    def paper_ok(self) -> bool | None:
+        """Whether the measured value also meets the paper's figure (``expected.paper``); None without one."""
+        return None if self.paper is None else self.paper.accepts(self.actual)
 
 
 def check_entry(loaded: LoadedSpec, entry: ExpectedEntry) -> list[CheckRow]:
@@ -99,8 +105,15 @@ def check_entry(loaded: LoadedSpec, entry: ExpectedEntry) -> list[CheckRow]:
                 in_ch = next(iter(loaded.spec.inputs.values()))
                 measured = profile(model, entry.lr_size, in_channels=in_ch if isinstance(in_ch, int) else 3)
             actual = getattr(measured, metric)
+            if metric == "macs":
+                unknown = sorted(set(entry.macs_exclude) - set(measured.macs_by_op))
+                if unknown:
+                    raise ValueError(f"{loaded.source}: expected entry {entry.when}: macs_exclude names ops that "
+                                     f"the model does not run: {unknown} (ops: {sorted(measured.macs_by_op)})")
+                actual -= sum(measured.macs_by_op[op] for op in entry.macs_exclude)
+        paper = entry.paper.get(metric)
         rows.append(CheckRow(loaded.spec.name, entry.when, entry.lr_size, metric, parse_target(raw), actual,
-                             entry.reference))
+                             entry.reference, parse_target(paper) if paper is not None else None))
     return rows
 
 

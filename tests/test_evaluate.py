@@ -26,9 +26,10 @@ PSNR_TOL_DB = 0.005  # the issue's tolerance against the official implementation
 SSIM_TOL = 5e-5  # SSIM of a uint8-identical SR image matches to ~1e-7; 5e-5 allows a few pixels off by one level
 
 # (entry in golden/psnr_reference.json, spec, build overrides, weights under shared/, means the issue lists)
-# Add the HPINet rows here once their specs land, e.g.
-#   ("HPINet-M-x4", "hpinet_m", {"scale": 4}, "weights/hpinet_m_x4.pth", {"Set5": 32.6006}),
 REFERENCE_MODELS = [
+    ("HPINet-M-x4", "hpinet_m", {"scale": 4}, "weights/hpinet_m_x4.pth", {"Set5": 32.6006}),
+    ("HPINet-M-x2", "hpinet_m", {"scale": 2}, "weights/hpinet_m_x2.pth", {}),
+    ("HPINet-S-x4", "hpinet_s", {"scale": 4}, "weights/hpinet_s_x4.pth", {}),
     ("FMEN-S-x4-deploy", "fmen_s", {"scale": 4, "deploy": True}, "weights/fmen_s_x4_deploy.pth",
      {"Set5": 32.1153, "Set14": 28.5652}),
 ]
@@ -109,7 +110,7 @@ def test_other_y_convention_matches_reference_too(key, spec, overrides, weights,
 
 def test_fmen_fed_with_the_wrong_range_fails_badly(reference_models):
     """The spec's input range matters: feeding FMEN 0..1 input (forgetting its 255 range) costs over 6 dB."""
-    key, spec, overrides, weights, _ = REFERENCE_MODELS[0]
+    key, spec, overrides, weights, _ = next(m for m in REFERENCE_MODELS if m[0] == "FMEN-S-x4-deploy")
     if key not in reference_models:
         reference_models[key] = _reference_model(spec, overrides, weights)
     samples = [s for s in PairedImageDataset(require_shared_file("data/Set5"), 4) if s.name == "bird"]

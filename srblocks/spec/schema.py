@@ -91,6 +91,10 @@ class ExpectedEntry(_Strict):
     macs: int | str | ExpectedValue | None = None
     acts: int | str | ExpectedValue | None = None
     convs: int | None = None
+    macs_exclude: list[str] = Field(
+        default_factory=list,
+        description="profiler ops (keys of Profile.macs_by_op, e.g. 'aten.upsample_bilinear2d') left out of the macs "
+        "comparison, for reference counts made with a counter that ignores them (torch's FlopCounterMode)")
     reference: str | None = None
     paper: dict[str, Any] = Field(default_factory=dict)
     note: str | None = None
