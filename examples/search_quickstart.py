@@ -43,8 +43,8 @@ def main() -> None:
         label = f"paper: {t.user_attrs['seed']}" if t.user_attrs.get("seed") else f"trial {t.number}"
         psnr = f"{t.values[0]:.3f}" if t.values else "-"
         memory = t.user_attrs.get("memory")
-        print(f"{label:<24} {t.state.name.lower():<9} {psnr:>10} {t.user_attrs.get('params', 0):>9,.0f} "
-              (f"{memory / 2**20:>12.1f}" if memory else f"{'-':>12}"))
+        mib = f"{memory / 2**20:>12.1f}" if memory else f"{'-':>12}"
+        print(f"{label:<24} {t.state.name.lower():<9} {psnr:>10} {t.user_attrs.get('params', 0):>9,.0f} {mib}")
     if summary["winners"]:
         best = srblocks.build_model(summary["winners"][0])
         print(f"\nwinner: {summary['winners'][0]} ({sum(p.numel() for p in best.parameters()):,} params), "

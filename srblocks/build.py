@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import pydantic
 import torch
@@ -113,8 +113,15 @@ def _subgraph_builder(value: Mapping[str, Any], env: dict[str, Any], source: str
     return module
 
 
+MemoryFormat = Literal["channels_last", "contiguous"]
+
+
 def build_model(
-    spec: str | Path | Mapping[str, Any] | ArchSpec | LoadedSpec, *, check_shapes: bool = True, **overrides: Any
+    spec: str | Path | Mapping[str, Any] | ArchSpec | LoadedSpec,
+    *,
+    check_shapes: bool = True,
+    memory_format: MemoryFormat | None = None,
+    **overrides: Any,
 ) -> fx.GraphModule:
     """Build the network a spec describes.
 
@@ -123,6 +130,11 @@ def build_model(
             :class:`~srblocks.spec.schema.ArchSpec` or a :class:`~srblocks.spec.loader.LoadedSpec`.
         check_shapes: run the build-time shape check (one meta-device forward at the spec's ``dry_run_size``);
             callers that profile the model right away (the search) skip it, since profiling runs the same check.
+        memory_format: layout of the 4-D weights; default: the spec's ``memory_format`` (``contiguous`` unless it
+            says otherwise). ``"channels_last"``: oneDNN's convolutions on CPU run in NHWC, 1.2-2x faster for these
+            networks (HPINet-M x4 at 180x320: 3.9 s -> 3.0 s on 2 threads), outputs are NHWC-strided, inputs may
+            have either layout. ``"contiguous"``: plain NCHW, bit-identical to a hand-written module of the same
+            layers; the two agree to float rounding (about 1e-6 relative; more after many layers).
         **overrides: values for the spec's variables (``scale=2``, ``dim=48``); unknown names are an error.
 
     Returns:
@@ -149,6 +161,11 @@ def build_model(
             raise SpecError(f"mask_guided transform failed: {exc}", source=loaded.source, path="mask_guided") from None
     if check_shapes and arch.dry_run_size is not None:
         dry_run(model, resolved, arch.dry_run_size, loaded.source)
+    memory_format = arch.memory_format if memory_format is None else memory_format
+    if memory_format not in ("channels_last", "contiguous"):
+        raise ValueError(f"memory_format must be 'channels_last' or 'contiguous', got {memory_format!r}")
+    if memory_format == "channels_last":
+        model.to(memory_format=torch.channels_last)
     model.meta["srblocks"] = ModelInfo(arch, loaded.source, resolved.variables)  # survives deepcopy/deploy
     return model
 

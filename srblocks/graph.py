@@ -9,6 +9,7 @@ constructing the block. Every error is a :class:`~srblocks.errors.SpecError` nam
 from __future__ import annotations
 
 import difflib
+import keyword
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -211,6 +212,10 @@ def resolve_graph(
             what = "a graph input" if dag.nodes[node.id]["kind"] == "input" else "another node"
             raise SpecError(f"duplicate id {node.id!r} (also used by {what})", source=source, path=node.path,
                             node=node.id)
+        bad = [part for part in node.id.split(".") if not part or keyword.iskeyword(part)]
+        if bad:
+            raise SpecError(f"id {node.id!r} cannot name a submodule: its dot-separated parts must be non-empty and "
+                            f"not Python keywords (got {bad[0]!r})", source=source, path=node.path, node=node.id)
         if node.raw_args["__default_input__"]:
             node.inputs = [previous]
         dag.add_node(node.id, kind="block", order=order, resolved=node)

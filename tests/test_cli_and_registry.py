@@ -65,3 +65,13 @@ def test_blocks_and_specs_listing(capsys) -> None:
     assert main(["blocks"]) == 0 and "hfab" in capsys.readouterr().out
     assert main(["blocks", "safm"]) == 0 and '"dim"' in capsys.readouterr().out
     assert main(["specs"]) == 0 and "fmen_s" in capsys.readouterr().out
+
+
+def test_project_block_is_the_identity_at_equal_width() -> None:
+    from srblocks.blocks import Projection
+
+    x = torch.rand(1, 8, 5, 6)
+    same = Projection(in_channels=8, out_channels=8)
+    assert same(x) is x and not list(same.parameters()) and same.out_channels == 8
+    wider = Projection(in_channels=8, out_channels=12)
+    assert wider(x).shape == (1, 12, 5, 6) and wider.conv.weight.shape == (12, 8, 1, 1)

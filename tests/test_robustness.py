@@ -101,3 +101,16 @@ def test_deploy_form_loads_into_deploy_spec() -> None:
     x = torch.rand(1, 3, 12, 12)
     with torch.no_grad():
         assert torch.equal(fresh.eval()(x), deployed(x))
+
+
+def test_deploy_keeps_a_channels_last_model_channels_last() -> None:
+    """deploy() fuses RRRB/HFAB convs into new tensors; a channels-last model stays channels-last (and equal)."""
+    torch.manual_seed(0)
+    model = srblocks.build_model("fmen_s", scale=2, memory_format="channels_last").eval()
+    fast = srblocks.deploy(model)
+    convs = [m for m in fast.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    x = torch.rand(1, 3, 24, 20)
+    with torch.no_grad():
+        ref = model(x)
+        assert (fast(x) - ref).abs().max().item() <= 1e-5 * ref.abs().max().item() + 1e-6

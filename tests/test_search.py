@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 
 import srblocks
@@ -46,7 +47,19 @@ def test_shipped_spaces_load_and_contain_the_paper_model() -> None:
         assert sum(p.numel() for p in model.parameters()) == 239520  # SAFMN x4 is a point of both spaces
     hybrid = load_search_space(REPO / "search/hybrid_x4.yaml")
     assert {"stage1.block", "stage1.depth", "stage1.hfab_mid"} <= set(hybrid.directives)
-    assert set(hybrid.directives["stage1.block"].labels) == {"fmm", "erb", "hpub"}
+    assert set(hybrid.directives["stage1.block"].labels) == {"fmm", "erb", "hpub", "hpi_block", "rfdb"}
+
+
+def test_hybrid_stages_have_their_own_width() -> None:
+    """A stage narrower than the head costs two 1x1 projections; at the head's width the projections vanish."""
+    space = load_search_space(REPO / "search/hybrid_x4.yaml")
+    seed = dict(space.settings.seeds["safmn"])
+    same = srblocks.build_model(space.sample(FixedSampler(seed, strict=False)))
+    assert same.stage2.proj.conv is None and same.body_out.conv is None
+    narrow = srblocks.build_model(space.sample(FixedSampler({**seed, "variables.stage2_dim": 24}, strict=False)))
+    assert narrow.stage2.proj.conv.weight.shape == (24, 36, 1, 1)
+    assert narrow.body_out.conv.weight.shape == (36, 24, 1, 1)
+    assert narrow(torch.rand(1, 3, 16, 16)).shape == (1, 3, 64, 64)
 
 
 def test_optuna_sampling_gives_valid_specs_with_conditional_parameters() -> None:

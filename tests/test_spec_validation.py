@@ -212,3 +212,28 @@ def test_safe_evaluator_refuses_python() -> None:
     for bad in ["__import__('os')", "().__class__", "open('x')", "2 ** 10000", "[1] * 10**9", "lambda: 1"]:
         with pytest.raises(ExpressionError):
             evaluate(bad, {})
+
+
+@pytest.mark.parametrize("bad_id, part", [("body.in", "in"), ("body..x", ""), ("class", "class")])
+def test_ids_that_cannot_name_a_submodule_are_refused(bad_id: str, part: str) -> None:
+    spec = _spec()
+    spec["nodes"][1]["id"] = bad_id
+    spec["nodes"][2]["inputs"] = [bad_id, "head"]
+    err = _error(spec)
+    assert err.path == "nodes[1]" and err.node == bad_id and f"(got {part!r})" in str(err)
+
+
+def test_memory_format_comes_from_the_spec_and_can_be_overridden() -> None:
+    plain = build_model(TINY)
+    assert plain.body.weight.is_contiguous()
+    fast = build_model(_spec(memory_format="channels_last"))
+    assert fast.body.weight.is_contiguous(memory_format=torch.channels_last) and not fast.body.weight.is_contiguous()
+    assert build_model(_spec(memory_format="channels_last"), memory_format="contiguous").body.weight.is_contiguous()
+    fast.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 9, 11)
+    with torch.no_grad():
+        assert (fast(x) - plain(x)).abs().max().item() <= 1e-5
+    with pytest.raises(ValueError, match="memory_format"):
+        build_model(TINY, memory_format="nhwc")
+    err = _error(_spec(memory_format="nhwc"))
+    assert err.path == "memory_format"

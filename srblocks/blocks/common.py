@@ -26,6 +26,7 @@ __all__ = [
     "Mul",
     "Concat",
     "Identity",
+    "Projection",
     "ChannelSlice",
     "make_activation",
 ]
@@ -231,6 +232,23 @@ class Identity(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+
+@register_block("project", in_channels="in_channels")
+class Projection(nn.Module):
+    """Channel projection joining parts of different widths, (B, C_in, H, W) -> (B, out_channels, H, W).
+
+    The identity (no parameters) when ``out_channels`` equals the input channels, else a 1x1 conv (submodule
+    ``conv``): a stage of its own width in a search space costs nothing when its width equals its neighbours'.
+    """
+
+    def __init__(self, in_channels: PositiveInt, out_channels: PositiveInt, bias: bool = True) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.conv = Conv(in_channels, out_channels, kernel_size=1, bias=bias) if out_channels != in_channels else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.conv is None else self.conv(x)
 
 
 @register_block("channel_slice", in_channels="in_channels")

@@ -128,6 +128,9 @@ class ArchSpec(GraphSpec):
     dry_run_size: tuple[int, int] | None = Field(
         (64, 64), description="LR (H, W) of the build-time shape check on the meta device; null disables it"
     )
+    memory_format: Literal["contiguous", "channels_last"] = Field(
+        "contiguous", description="default weight layout of the built model (build_model(memory_format=...) "
+        "overrides it): channels_last runs oneDNN convolutions in NHWC, faster on CPU, equal to float rounding")
     official_checkpoint: OfficialCheckpoint = Field(default_factory=OfficialCheckpoint)
     expected: list[ExpectedEntry] = Field(default_factory=list)
     mask_guided: dict[str, Any] | None = Field(
