@@ -96,7 +96,7 @@ def _summary(args: argparse.Namespace) -> int:
     from .build import model_info
     from .deploy import deploy
     from .profile import profile
-    from .reproduce import format_si
+    from .reproduce import compare_entry, format_si, matching_entries
 
     model = build_from_args(args)
     info = model_info(model)
@@ -105,9 +105,16 @@ def _summary(args: argparse.Namespace) -> int:
     lr_size = args.lr_size or default_lr_size(info.scale)
     result = profile(model, lr_size, latency=args.latency, runs=args.runs, threads=args.threads)
     data = result.as_dict()
+    # the spec's own reproduction targets for this setting (not for --deploy: its variables describe the train form)
+    entries = [] if args.deploy else matching_entries(info.spec, info.variables, lr_size)
+    checked = [(e, compare_entry(info.spec, info.source, e, result.params, result)) for e in entries]
+    rows = [r for _, entry_rows in checked for r in entry_rows]
     if args.json:
-        print(json.dumps({"spec": info.spec.name, "variables": info.variables, "lr_size": list(lr_size), **data},
-                         indent=2, default=str))
+        reproduction = [{"metric": r.metric, "expected": r.target.written, "actual": r.actual, "ok": r.ok,
+                         "paper": r.paper.written if r.paper else None, "matches_paper": r.paper_ok,
+                         "reference": r.reference} for r in rows]
+        print(json.dumps({"spec": info.spec.name, "variables": info.variables, "lr_size": list(lr_size), **data,
+                          "reproduction": reproduction}, indent=2, default=str))
         return 0
     print(f"{info.spec.name}  ({info.source})")
     print(f"  variables        {', '.join(f'{k}={v}' for k, v in info.variables.items())}")
@@ -123,6 +130,12 @@ def _summary(args: argparse.Namespace) -> int:
     if result.latency_ms is not None:
         print(f"  latency          {result.latency_ms:.1f} ms (median of {args.runs}, "
               f"{result.latency_threads} threads, {result.latency_device})")
+    for entry, entry_rows in checked:
+        print(f"  expected         {entry.reference or 'no reference given'}")
+        for r in entry_rows:
+            paper = "" if r.paper is None else f"; paper {r.paper.written}: {'yes' if r.paper_ok else 'no'}"
+            note = f" (without {', '.join(entry.macs_exclude)})" if r.metric == "macs" and entry.macs_exclude else ""
+            print(f"    {r.metric:<14} {r.target.written}{note}: {'yes' if r.ok else 'NO'}{paper}")
     return 0
 
 

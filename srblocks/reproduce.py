@@ -15,9 +15,10 @@ from typing import Any, Iterator
 from .build import build_model
 from .profile import Profile, profile
 from .spec.loader import LoadedSpec, load_spec, shipped_spec_names
-from .spec.schema import ExpectedEntry, ExpectedValue
+from .spec.schema import ArchSpec, ExpectedEntry, ExpectedValue
 
-__all__ = ["Target", "CheckRow", "parse_target", "check_entry", "check_spec", "check_all", "format_si"]
+__all__ = ["Target", "CheckRow", "parse_target", "check_entry", "compare_entry", "matching_entries", "check_spec",
+           "check_all", "format_si"]
 
 _SI = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _SI_PATTERN = re.compile(r"^\s*([0-9]+(?:\.([0-9]+))?)\s*([KMGT]?)\s*$")
@@ -90,31 +91,48 @@ class CheckRow:
 def check_entry(loaded: LoadedSpec, entry: ExpectedEntry) -> list[CheckRow]:
     """Build the spec with ``entry.when``, profile it at ``entry.lr_size`` and compare every stated metric."""
     model = build_model(loaded, **entry.when)
-    measured: Profile | None = None
+    needs_profile = any(getattr(entry, m) is not None for m in METRICS if m != "params")
+    if needs_profile and entry.lr_size is None:
+        raise ValueError(f"{loaded.source}: expected entry {entry.when} states MACs/acts/convs but no lr_size")
+    measured = None
+    if needs_profile:
+        in_ch = next(iter(loaded.spec.inputs.values()))
+        measured = profile(model, entry.lr_size, in_channels=in_ch if isinstance(in_ch, int) else 3)
+    return compare_entry(loaded.spec, loaded.source, entry, sum(p.numel() for p in model.parameters()), measured)
+
+
+def compare_entry(
+    spec: ArchSpec, source: str, entry: ExpectedEntry, params: int, measured: Profile | None
+) -> list[CheckRow]:
+    """Compare one expected entry of ``spec`` (read from ``source``) with already measured numbers: ``params`` and
+    ``measured``, the profile at ``entry.lr_size`` (None when the entry states params only)."""
     rows = []
     for metric in METRICS:
         raw = getattr(entry, metric)
         if raw is None:
             continue
         if metric == "params":
-            actual: float = sum(p.numel() for p in model.parameters())
+            actual: float = params
         else:
-            if entry.lr_size is None:
-                raise ValueError(f"{loaded.source}: expected entry {entry.when} states {metric} but no lr_size")
             if measured is None:
-                in_ch = next(iter(loaded.spec.inputs.values()))
-                measured = profile(model, entry.lr_size, in_channels=in_ch if isinstance(in_ch, int) else 3)
+                raise ValueError(f"{source}: expected entry {entry.when}: {metric} needs a profile")
             actual = getattr(measured, metric)
             if metric == "macs":
                 unknown = sorted(set(entry.macs_exclude) - set(measured.macs_by_op))
                 if unknown:
-                    raise ValueError(f"{loaded.source}: expected entry {entry.when}: macs_exclude names ops that "
+                    raise ValueError(f"{source}: expected entry {entry.when}: macs_exclude names ops that "
                                      f"the model does not run: {unknown} (ops: {sorted(measured.macs_by_op)})")
                 actual -= sum(measured.macs_by_op[op] for op in entry.macs_exclude)
         paper = entry.paper.get(metric)
-        rows.append(CheckRow(loaded.spec.name, entry.when, entry.lr_size, metric, parse_target(raw), actual,
+        rows.append(CheckRow(spec.name, entry.when, entry.lr_size, metric, parse_target(raw), actual,
                              entry.reference, parse_target(paper) if paper is not None else None))
     return rows
+
+
+def matching_entries(spec: ArchSpec, variables: dict[str, Any], lr_size: tuple[int, int]) -> list[ExpectedEntry]:
+    """Expected entries of ``spec`` that describe a model built with ``variables`` and profiled at ``lr_size``."""
+    return [e for e in spec.expected
+            if all(variables.get(k) == v for k, v in e.when.items()) and e.lr_size in (None, tuple(lr_size))]
 
 
 def check_spec(source: Any) -> Iterator[CheckRow]:

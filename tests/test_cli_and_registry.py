@@ -75,3 +75,17 @@ def test_project_block_is_the_identity_at_equal_width() -> None:
     assert same(x) is x and not list(same.parameters()) and same.out_channels == 8
     wider = Projection(in_channels=8, out_channels=12)
     assert wider(x).shape == (1, 12, 5, 6) and wider.conv.weight.shape == (12, 8, 1, 1)
+
+
+def test_summary_says_which_reference_figure_the_model_matches(capsys) -> None:
+    """HPINet-M x4: the official code's 135.81G MACs are met, the paper's 124.0G are not, and the summary says so."""
+    assert main(["summary", "hpinet_m", "--scale", "4", "--json"]) == 0
+    rows = {r["metric"]: r for r in json.loads(capsys.readouterr().out)["reproduction"]}
+    assert rows["macs"]["expected"] == "135.81G" and rows["macs"]["ok"] is True
+    assert rows["macs"]["paper"] == "124.0G" and rows["macs"]["matches_paper"] is False
+    assert rows["params"]["ok"] and rows["params"]["matches_paper"] is True
+    assert main(["summary", "hpinet_m", "--scale", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "135.81G (without aten.upsample_bilinear2d): yes; paper 124.0G: no" in text
+    assert main(["summary", "hpinet_m", "--scale", "4", "--lr-size", "64x64", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["reproduction"] == []  # no target stated at that size
