@@ -182,3 +182,19 @@ def test_pareto_objective_trains_and_exports_front(tmp_path) -> None:
     export_results(study, tmp_path / "out")
     fronts = list((tmp_path / "out" / "pareto").glob("*.yaml"))
     assert fronts and all(srblocks.build_model(p) for p in fronts)
+
+
+def test_search_cli_runs_resumes_and_search_report_rerenders(tmp_path, capsys) -> None:
+    from srblocks.cli import main
+
+    space, out = _write(tmp_path, TINY), tmp_path / "run"
+    assert main(["search", space, "--trials", "3", "--budget", "params=60K", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "paper model small" in printed and "wrote" in printed
+    assert (out / "study.journal").is_file() and (out / "best.yaml").is_file()
+    assert main(["search", space, "--trials", "4", "-o", str(out)]) == 0  # the same command continues the study
+    assert "4 trials" in capsys.readouterr().out
+    (out / "trials.csv").unlink()
+    assert main(["search-report", str(out)]) == 0
+    assert (out / "trials.csv").read_text().count("\n") == 5  # header + 4 trials, re-rendered from the journal
+    assert srblocks.build_model(out / "best.yaml")(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
