@@ -198,3 +198,18 @@ def test_search_cli_runs_resumes_and_search_report_rerenders(tmp_path, capsys) -
     assert main(["search-report", str(out)]) == 0
     assert (out / "trials.csv").read_text().count("\n") == 5  # header + 4 trials, re-rendered from the journal
     assert srblocks.build_model(out / "best.yaml")(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
+
+
+def test_psnr_objective_reports_intermediate_values_and_the_median_pruner_can_stop_trials(tmp_path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["search"].update(objective="psnr", train_iters=3, validate_every=1)
+    study = run_search(_options(tmp_path, _write(tmp_path, data), trials=6))
+    assert isinstance(study.pruner, optuna.pruners.MedianPruner)
+    trained = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE
+               or (t.state == optuna.trial.TrialState.PRUNED and not t.user_attrs["pruned_reason"].startswith("over"))]
+    assert trained and all(t.intermediate_values for t in trained)
+    for t in trained:
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert t.value == t.intermediate_values[max(t.intermediate_values)]  # the last validation PSNR
+        else:
+            assert "pruner stopped it" in t.user_attrs["pruned_reason"]
