@@ -1,16 +1,22 @@
 """A small budget-constrained search on the embedded default images, in a few minutes on 2 CPU cores.
 
-Searches ``search/hybrid_x4.yaml`` (SAFMN FMMs, FMEN ERB+HFAB pairs and HPUN HPUBs in two stages) for x4 networks
+Searches ``search/hybrid_x4.yaml`` (SAFMN FMMs, FMEN ERB+HFAB pairs, HPUN HPUBs, HPINet blocks and RFDN RFDBs in
+two stages of their own widths) for x4 networks
 under 250K parameters and 60 MB peak inference memory for a 180x320 LR frame (the paper SAFMN needs 64.9 MiB, so it is pruned), training each candidate for a few dozen iterations on crops
 of the embedded image (a proxy: the absolute PSNRs are far below converged values; the ranking is what a search
 uses). The paper models enqueued in the space (SAFMN, an FMEN-S-like design) compete with the sampled ones; the
 winner is exported as a spec that ``srblocks.build_model`` loads.
 
-    python examples/search_quickstart.py [--trials 8] [--iters 30] [-o runs/quickstart]
+    python examples/search_quickstart.py [--trials 20] [--iters 30] [-o runs/quickstart]
+
+Measured on the 2-core development machine: 20 trials in 82 s (88 s with start-up), 14 pruned by the budgets in
+milliseconds each (both paper models: SAFMN needs 64.9 MiB, the FMEN-S-like design has 262K parameters), 6
+trained; the winner (an HPUN HPUB stage then an RFDN RFDB stage, 152,376 parameters, 58.0 MiB) is written to
+``runs/quickstart/best.yaml``. With only 8 trials every sample can land over budget in this larger space.
 
 Equivalent command line:
 
-    srblocks search search/hybrid_x4.yaml --trials 8 --train-iters 30 \
+    srblocks search search/hybrid_x4.yaml --trials 20 --train-iters 30 \
         --budget params=250K,memory=60MB -o runs/quickstart
 """
 
@@ -28,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("-o", "--out", default="runs/quickstart")
     args = parser.parse_args()
