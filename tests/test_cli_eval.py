@@ -75,6 +75,20 @@ def test_eval_reproduces_official_fmen_psnr(capsys, shared_dir):
         assert abs(result["mean_psnr"] - listed[result["dataset"]]) <= PSNR_TOL_DB
 
 
+def test_eval_reproduces_official_hpinet_psnr_with_rounded_y_and_no_flags(capsys, shared_dir):
+    """HPINet-M x4 on Set5 as a new user runs it: the spec supplies the uint8-Y convention of HPINet's evaluation."""
+    weights = require_shared_file("weights/hpinet_m_x4.pth")
+    entry = json.loads(require_shared_file("golden/psnr_reference.json").read_text())["results"]["HPINet-M-x4"]["Set5"]
+    code, out, err = _run(capsys, "eval", "hpinet_m", "--scale", "4", "--weights", str(weights), "--official",
+                          "--data", str(require_shared_file("data/Set5")), "--json", "--threads", "1")
+    assert code == 0, err
+    (result,) = json.loads(out)["results"]
+    assert result["y_rounding"] == "uint8" and result["input_range"] == 1.0
+    assert abs(result["mean_psnr"] - 32.6006) <= PSNR_TOL_DB  # the issue's number (paper: 32.60)
+    assert abs(result["mean_psnr"] - entry["mean"]["psnr_y_u8"]) <= PSNR_TOL_DB
+    assert abs(result["mean_ssim"] - entry["mean"]["ssim_y_u8"]) <= 5e-5  # paper 0.8986
+
+
 def test_eval_of_deploy_weights_without_deploy_flag_explains(capsys, shared_dir):
     weights = require_shared_file("weights/fmen_s_x4_deploy.pth")
     code, _, err = _run(capsys, "eval", "fmen_s", "--weights", str(weights), "--official",
