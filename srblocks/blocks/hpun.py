@@ -142,6 +142,9 @@ class PixelUnshuffledDownsampling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         pad_h, pad_w = h % 2, w % 2
+        if self.pad_mode == "reflect" and ((pad_h and h < 2) or (pad_w and w < 2)):
+            raise ValueError(f"pud with pad_mode='reflect' needs H, W >= 2 to pad an odd size, got {h}x{w} "
+                             "(use pad_mode='replicate')")
         y = F.pad(x, (0, pad_w, 0, pad_h), mode=self.pad_mode) if pad_h or pad_w else x
         y = self.depthwise(y)
         if self.upsample == "bilinear":
