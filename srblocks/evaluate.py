@@ -21,6 +21,9 @@ takes from the model's spec, so that a spec reproduces its paper's table without
   radius of 31 LR pixels (measured by perturbing one input pixel), hence the default overlap of 32. Models whose
   pooling depends on the image size or grid (SAFMN's adaptive max-pooling to H/2^k x W/2^k, MGA's per-patch
   pooling) see different pooling grids per tile, so their tiled output is close to, not equal to, the untiled one.
+  HPINet is further from it: GPA matches each patch with any patch of the whole map (a global receptive field) and
+  the CPD windows follow the map size, so a tile sees other partners (HPINet-S x4 on Set5 bird with ``tile=16``: a
+  quarter of the output pixels differ, by up to 11 levels of 255). Tile HPINet only when memory forces it.
 * **Self-ensemble x8** (``self_ensemble=True``, the "+" rows of EDSR/RCAN/HPUN): the model runs on the 8 images
   obtained with {identity, horizontal flip} x {identity, vertical flip} x {identity, transpose}; each output is
   transformed back and the 8 float outputs are averaged (EDSR ``forward_x8``) before rounding.
