@@ -400,8 +400,31 @@ def _check_layer_args(dim: int, qk_dim: int, mlp_dim: int, heads: int, patch_siz
         raise ValueError(f"dim ({dim}) and qk_dim ({qk_dim}) must be divisible by heads ({heads})")
 
 
+class _PatchBlock(nn.Module):
+    """Shared constructor of the CPD-based blocks (uniform signature, as timm's blocks): checks the arguments, sets
+    ``out_channels``, ``patch_size``, ``exact_average``, then ``_build`` adds the block's submodules."""
+
+    def __init__(
+        self,
+        dim: PositiveInt,
+        patch_size: PositiveInt,
+        qk_dim: PositiveInt = 32,
+        mlp_dim: PositiveInt = 100,
+        heads: PositiveInt = 1,
+        exact_average: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_layer_args(dim, qk_dim, mlp_dim, heads, patch_size)
+        self.out_channels = dim
+        self.patch_size, self.exact_average = patch_size, exact_average
+        self._build(dim, qk_dim, mlp_dim, heads)
+
+    def _build(self, dim: int, qk_dim: int, mlp_dim: int, heads: int) -> None:
+        raise NotImplementedError
+
+
 @register_block("gpa", in_channels="dim")
-class GPA(nn.Module):
+class GPA(_PatchBlock):
     """Global Pixel Access (HPINet), (B, C, H, W) -> (B, C, H, W); H, W >= patch_size.
 
     CPD into P x P patches; each patch picks one partner patch of the same image (:class:`PatchMatch`: pooled
@@ -416,19 +439,7 @@ class GPA(nn.Module):
         exact_average: true overlap averaging instead of the official 3/4-weight quirk (see ``cpd``).
     """
 
-    def __init__(
-        self,
-        dim: PositiveInt,
-        patch_size: PositiveInt,
-        qk_dim: PositiveInt = 32,
-        mlp_dim: PositiveInt = 100,
-        heads: PositiveInt = 1,
-        exact_average: bool = False,
-    ) -> None:
-        super().__init__()
-        _check_layer_args(dim, qk_dim, mlp_dim, heads, patch_size)
-        self.out_channels = dim
-        self.patch_size, self.exact_average = patch_size, exact_average
+    def _build(self, dim: int, qk_dim: int, mlp_dim: int, heads: int) -> None:
         self.match = PatchMatch(dim)
         self.layer = HPILayer(dim, qk_dim, mlp_dim, heads)
 
@@ -439,7 +450,7 @@ class GPA(nn.Module):
 
 
 @register_block("ipsa", in_channels="dim")
-class IPSA(nn.Module):
+class IPSA(_PatchBlock):
     """Intra-Patch Self-Attention (HPINet), (B, C, H, W) -> (B, C, H, W); H, W >= patch_size.
 
     CPD into P x P patches, one pre-LN layer per patch ``T += Attn(LN(T))`` (single head by default, Q/K reduced to
@@ -447,19 +458,7 @@ class IPSA(nn.Module):
     path). Submodule ``layer`` (official ``blocks.i.layers.j`` for j = 1, 2). Arguments as :class:`GPA`.
     """
 
-    def __init__(
-        self,
-        dim: PositiveInt,
-        patch_size: PositiveInt,
-        qk_dim: PositiveInt = 32,
-        mlp_dim: PositiveInt = 100,
-        heads: PositiveInt = 1,
-        exact_average: bool = False,
-    ) -> None:
-        super().__init__()
-        _check_layer_args(dim, qk_dim, mlp_dim, heads, patch_size)
-        self.out_channels = dim
-        self.patch_size, self.exact_average = patch_size, exact_average
+    def _build(self, dim: int, qk_dim: int, mlp_dim: int, heads: int) -> None:
         self.layer = HPILayer(dim, qk_dim, mlp_dim, heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -468,7 +467,7 @@ class IPSA(nn.Module):
 
 
 @register_block("hpi_block", in_channels="dim")
-class HPIBlock(nn.Module):
+class HPIBlock(_PatchBlock):
     """One HPINet body stage, (B, C, H, W) -> (B, C, H, W); needs H, W >= patch_size (else ``ValueError``).
 
     ``x + conv3x3(merge(IPSA(IPSA(GPA(CPD(x))))))``: CPD into P x P patches (step P - 2), GPA (patch matching +
@@ -493,19 +492,7 @@ class HPIBlock(nn.Module):
         exact_average: true overlap averaging instead of the official 3/4-weight quirk.
     """
 
-    def __init__(
-        self,
-        dim: PositiveInt,
-        patch_size: PositiveInt,
-        qk_dim: PositiveInt = 32,
-        mlp_dim: PositiveInt = 100,
-        heads: PositiveInt = 1,
-        exact_average: bool = False,
-    ) -> None:
-        super().__init__()
-        _check_layer_args(dim, qk_dim, mlp_dim, heads, patch_size)
-        self.out_channels = dim
-        self.patch_size, self.exact_average = patch_size, exact_average
+    def _build(self, dim: int, qk_dim: int, mlp_dim: int, heads: int) -> None:
         self.layers = nn.ModuleList([HPILayer(dim, qk_dim, mlp_dim, heads) for _ in range(3)])
         self.match = PatchMatch(dim)
         self.conv = Conv(in_channels=dim, out_channels=dim, kernel_size=3)
