@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from torch import fx, nn
 
@@ -110,26 +110,24 @@ def _option_values(options: dict[str, Any], variables: dict[str, Any]) -> dict[s
 # ------------------------------------------------------------------------------------------------------ surgery
 
 
-def _ancestors(node: fx.Node) -> set[fx.Node]:
+def _reachable(node: fx.Node, step: Callable[[fx.Node], Iterable[fx.Node]]) -> set[fx.Node]:
+    """Nodes reachable from ``node`` by repeatedly following ``step`` (``node`` itself and the output excluded)."""
     seen: set[fx.Node] = set()
-    stack = list(node.all_input_nodes)
-    while stack:
-        n = stack.pop()
-        if n not in seen:
-            seen.add(n)
-            stack.extend(n.all_input_nodes)
-    return seen
-
-
-def _descendants(node: fx.Node) -> set[fx.Node]:
-    seen: set[fx.Node] = set()
-    stack = list(node.users)
+    stack = list(step(node))
     while stack:
         n = stack.pop()
         if n not in seen and n.op != "output":
             seen.add(n)
-            stack.extend(n.users)
+            stack.extend(step(n))
     return seen
+
+
+def _ancestors(node: fx.Node) -> set[fx.Node]:
+    return _reachable(node, lambda n: n.all_input_nodes)
+
+
+def _descendants(node: fx.Node) -> set[fx.Node]:
+    return _reachable(node, lambda n: n.users)
 
 
 def _fresh_copy(module: nn.Module) -> nn.Module:
