@@ -110,11 +110,8 @@ def _summary(args: argparse.Namespace) -> int:
     checked = [(e, compare_entry(info.spec, info.source, e, result.params, result)) for e in entries]
     rows = [r for _, entry_rows in checked for r in entry_rows]
     if args.json:
-        reproduction = [{"metric": r.metric, "expected": r.target.written, "actual": r.actual, "ok": r.ok,
-                         "paper": r.paper.written if r.paper else None, "matches_paper": r.paper_ok,
-                         "reference": r.reference} for r in rows]
         print(json.dumps({"spec": info.spec.name, "variables": info.variables, "lr_size": list(lr_size), **data,
-                          "reproduction": reproduction}, indent=2, default=str))
+                          "reproduction": [r.as_dict() for r in rows]}, indent=2, default=str))
         return 0
     print(f"{info.spec.name}  ({info.source})")
     print(f"  variables        {', '.join(f'{k}={v}' for k, v in info.variables.items())}")
@@ -150,10 +147,7 @@ def _table(args: argparse.Namespace) -> int:
 
     rows = [r for s in args.specs for r in check_spec(s)] if args.specs else list(check_all())
     if args.json:
-        print(json.dumps([{"spec": r.spec, "when": r.when, "lr_size": r.lr_size, "metric": r.metric,
-                           "expected": r.target.written, "actual": r.actual, "ok": r.ok,
-                           "paper": r.paper.written if r.paper else None, "matches_paper": r.paper_ok,
-                           "reference": r.reference} for r in rows], indent=2))
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0 if all(r.ok for r in rows) else 1
     print(f"{'spec':<10} {'setting':<26} {'LR size':<9} {'metric':<7} {'expected':>16} {'measured':>16}  ok   "
           f"{'paper':>8}  matches paper")

@@ -87,6 +87,13 @@ class CheckRow:
         """Whether the measured value also meets the paper's figure (``expected.paper``); None without one."""
         return None if self.paper is None else self.paper.accepts(self.actual)
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (``srblocks table --json`` and ``srblocks summary --json``)."""
+        return {"spec": self.spec, "when": self.when, "lr_size": self.lr_size, "metric": self.metric,
+                "expected": self.target.written, "actual": self.actual, "ok": self.ok,
+                "paper": self.paper.written if self.paper else None, "matches_paper": self.paper_ok,
+                "reference": self.reference}
+
 
 def check_entry(loaded: LoadedSpec, entry: ExpectedEntry) -> list[CheckRow]:
     """Build the spec with ``entry.when``, profile it at ``entry.lr_size`` and compare every stated metric."""
