@@ -43,6 +43,30 @@ class ModelInfo:
     def input_range(self) -> float:
         return self.spec.input_range
 
+    def content_hash(self) -> str:
+        """First 16 hex digits of the SHA-256 of what defines the network: the spec's graph and settings with the
+        resolved variables, without names, descriptions, notes, reproduction targets or checkpoint key maps. Two
+        specs that build the same network from the same variables share it, whatever they are called."""
+        import hashlib
+        import json
+
+        content = self.spec.model_dump(mode="json", exclude=_NOT_ARCHITECTURE)
+        text = json.dumps({"spec": _without_notes(content), "variables": self.variables}, sort_keys=True,
+                          separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_NOT_ARCHITECTURE = {"name", "extends", "paper", "description", "expected", "official_checkpoint", "notes",
+                     "dry_run_size"}
+
+
+def _without_notes(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_notes(v) for k, v in value.items() if not (k == "note" and isinstance(v, (str, type(None))))}
+    if isinstance(value, list):
+        return [_without_notes(v) for v in value]
+    return value
+
 
 def build_graph_module(resolved: ResolvedGraph) -> fx.GraphModule:
     """Turn a checked graph into a GraphModule (one ``call_module`` per node, inputs as placeholders)."""

@@ -3,6 +3,7 @@
     srblocks upscale SPEC --weights W [--official] [--deploy] [--scale N] IN... -o OUT_DIR
     srblocks eval SPEC --weights W [--official] [--deploy] --data DIR [--data ...] [--self-ensemble] [--json]
     srblocks train SPEC --data DIR --scale N --iters K -o RUN_DIR [--val DIR] [--seconds S] [--resume]
+    srblocks train SPEC --protocol ref_x4 [--data DIR] [--seed S] [--results FILE] [-o RUN_DIR]
 
 The input value range and the Y convention come from the spec (FMEN's checkpoint takes 0..255, HPINet is scored
 with uint8 Y), so ``srblocks eval`` reproduces a paper's table without extra flags.
@@ -320,25 +321,40 @@ def _eval(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+_RECIPE_DEFAULTS = {"iters": None, "batch_size": 16, "patch_size": 48, "lr": 1e-3, "min_lr": 1e-5, "warmup": 0,
+                    "grad_clip": None, "fft_weight": 0.0, "ema": 0.999, "seconds": None, "val_every": None}
+
+
 def _configure_train(p: argparse.ArgumentParser) -> None:
     _add_spec_arguments(p)
-    p.add_argument("--data", action="append", required=True, metavar="DIR",
-                   help="training images (paired set folder or HR-only folder; repeatable)")
-    p.add_argument("--iters", type=int, required=True, metavar="K", help="training iterations")
-    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR",
-                   help="run folder: checkpoint.pth, model.safetensors, log.jsonl, run.json")
+    p.add_argument("--protocol", default=None, metavar="NAME",
+                   help="train under a named protocol (shipped: ref_x4, ref_x4_long; or a YAML path): scale, "
+                        "iterations, batch, patches, schedule, EMA, seed and the train/val split come from it; "
+                        "--data defaults to $SRBLOCKS_SHARED/data/train; one JSON line is appended to --results")
+    p.add_argument("--data", action="append", default=None, metavar="DIR",
+                   help="training images (paired set folder or HR-only folder; repeatable). With --protocol: one "
+                        "folder of HR images, searched recursively and split by the protocol")
+    p.add_argument("--iters", type=int, default=None, metavar="K", help="training iterations (required without "
+                                                                         "--protocol)")
+    p.add_argument("-o", "--output", default=None, metavar="RUN_DIR",
+                   help="run folder: checkpoint.pth, model.safetensors, log.jsonl, run.json (required without "
+                        "--protocol; with it, default runs/PROTOCOL)")
+    p.add_argument("--results", default=None, metavar="FILE",
+                   help="--protocol: results store to append to and skip done runs from (default RUN_DIR/results.jsonl)")
+    p.add_argument("--test", action="append", default=None, metavar="DIR",
+                   help="--protocol: test set(s) to report (default: the protocol's, e.g. Set5 and Set14 beside the data)")
     p.add_argument("--val", action="append", default=[], metavar="DIR", help="validation set(s) for PSNR")
     p.add_argument("--val-every", type=int, default=None, metavar="K", help="validate every K iterations")
     p.add_argument("--seconds", type=float, default=None, help="time budget in seconds (stops earlier)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--patch-size", type=int, default=48, help="LR patch size in pixels")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    p.add_argument("--min-lr", type=float, default=1e-5, help="final learning rate of the cosine schedule")
-    p.add_argument("--warmup", type=int, default=0, metavar="K", help="linear warm-up iterations")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 16)")
+    p.add_argument("--patch-size", type=int, default=None, help="LR patch size in pixels (default 48)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+    p.add_argument("--min-lr", type=float, default=None, help="final learning rate of the cosine schedule (default 1e-5)")
+    p.add_argument("--warmup", type=int, default=None, metavar="K", help="linear warm-up iterations (default 0)")
     p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this value")
-    p.add_argument("--fft-weight", type=float, default=0.0, help="weight of the FFT loss (SAFMN: 0.05)")
-    p.add_argument("--ema", type=float, default=0.999, help="EMA decay (0 disables)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fft-weight", type=float, default=None, help="weight of the FFT loss (SAFMN: 0.05; default 0)")
+    p.add_argument("--ema", type=float, default=None, help="EMA decay (default 0.999; 0 disables)")
+    p.add_argument("--seed", type=int, default=None, help="seed (default 0, or the protocol's first seed)")
     p.add_argument("--weights", default=None, metavar="FILE", help="initial weights (fine-tuning)")
     p.add_argument("--official", action="store_true", help="--weights uses the official key names")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
@@ -348,6 +364,48 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _train_protocol(args: argparse.Namespace) -> int:
+    """``srblocks train SPEC --protocol NAME``: one protocol run, recorded in a results store."""
+    from .errors import SpecError
+    from .protocols import DataNotFound, ResultsStore, load_protocol, run_protocol
+    from .train import TrainingDiverged
+
+    fixed = [f"--{name.replace('_', '-')}" for name, default in _RECIPE_DEFAULTS.items()
+             if getattr(args, name) not in (None, default)] + [f for f, v in (("--val", args.val),
+                                                                              ("--weights", args.weights)) if v]
+    if fixed:
+        raise CliError(f"{', '.join(fixed)} cannot be combined with --protocol (the protocol fixes the recipe); "
+                       "write a protocol file that extends it instead")
+    if args.scale is not None:
+        raise CliError("--scale cannot be combined with --protocol (the protocol fixes the scale)")
+    if args.data is not None and len(args.data) > 1:
+        raise CliError("--protocol takes one --data folder (its images are searched recursively)")
+    try:
+        protocol = load_protocol(args.protocol)
+    except SpecError as exc:
+        raise CliError(str(exc)) from None
+    run_dir = Path(args.output or Path("runs") / protocol.name)
+    store = ResultsStore(args.results or run_dir / "results.jsonl")
+    tests = None
+    if args.test is not None:
+        tests = {Path(t).name: t for t in args.test}
+    try:
+        record = run_protocol(args.spec, protocol, seed=args.seed, data=args.data[0] if args.data else None,
+                              tests=tests, store=store, work_dir=run_dir, device=args.device, threads=args.threads,
+                              progress=not args.no_progress, overrides=parse_overrides(args.overrides))
+    except (DataNotFound, TrainingDiverged, ValueError) as exc:  # SpecError is reported by the CLI itself
+        if isinstance(exc, SpecError):
+            raise
+        raise CliError(str(exc)) from None
+    tests_text = ", ".join(f"{k} {v:.3f} dB" for k, v in record["test_psnr"].items())
+    print(f"{record['spec_name']} under {record['protocol']} (hash {record['key']['protocol_hash']}), seed "
+          f"{record['key']['seed']}: validation {record['val_psnr']:.3f} dB" + (f", {tests_text}" if tests_text else "")
+          + f"; {record['params']:,} params, {record['macs'] / 1e9:.2f} GMACs at "
+            f"{record['macs_lr_size'][0]}x{record['macs_lr_size'][1]}; {record['wall_s']:.0f} s; "
+            + ("already recorded in " if record.get("reused") else "recorded in ") + str(store.path))
+    return 0
+
+
 @command("train", _configure_train)
 def _train(args: argparse.Namespace) -> int:
     """Train (or fine-tune) a spec on image patches; resumable run folder."""
@@ -355,8 +413,20 @@ def _train(args: argparse.Namespace) -> int:
     from .train import CHECKPOINT_NAME, WEIGHTS_NAME, TrainConfig, train
     from .weights import load_weights
 
-    if args.scale is None:
-        raise CliError("--scale is required for training")
+    if args.protocol is not None:
+        return _train_protocol(args)
+    missing = [flag for flag, value in (("--data", args.data), ("--iters", args.iters), ("-o", args.output),
+                                        ("--scale", args.scale)) if value is None]
+    if missing:
+        raise CliError(f"{', '.join(missing)} required for training without --protocol")
+    for name, default in _RECIPE_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if args.seed is None:
+        args.seed = 0
+    for flag in ("--results", "--test"):
+        if getattr(args, flag[2:]) is not None:
+            raise CliError(f"{flag} only applies with --protocol")
     run_dir = Path(args.output)
     if (run_dir / CHECKPOINT_NAME).exists() and not args.resume:
         raise CliError(f"{str(run_dir)!r} already holds a run: pass --resume to continue it, or choose a new -o")
