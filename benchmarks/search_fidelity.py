@@ -26,12 +26,10 @@ bootstrap 90 % interval (resampling architectures), the stability tau of ref_x4 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +39,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from _arch_sets import PAPER_MODELS, REPO, Arch, spec_hash, stratified_hybrids  # noqa: E402
+from _units import run_units  # noqa: E402
 from srblocks.build import build_model  # noqa: E402
 from srblocks.protocols import ResultsStore, deploy_cost, load_protocol, run_protocol  # noqa: E402
 from srblocks.protocols.protocol import Protocol, ProtocolTraining  # noqa: E402
@@ -150,57 +149,14 @@ def units(archs: list[Arch], store: ResultsStore, work_dir: Path) -> list[tuple[
     return out
 
 
-def _claim(claims: Path, name: str) -> bool:
-    """Claim a unit for this process (a file created exclusively); a claim of a dead process is taken over."""
-    claims.mkdir(parents=True, exist_ok=True)
-    path = claims / hashlib.sha256(name.encode()).hexdigest()[:16]
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().split()[0])
-                os.kill(pid, 0)
-                return pid == os.getpid()
-            except (ValueError, IndexError, ProcessLookupError, FileNotFoundError):
-                path.unlink(missing_ok=True)
-                continue
-            except PermissionError:
-                return False
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()} {name}\n")
-        return True
-    return False
-
-
 def run(args: argparse.Namespace) -> None:
     store = ResultsStore(args.results)
     work_dir = Path(args.work_dir)
     archs = architectures()
     todo = units(archs, store, work_dir)
-    deadline = time.time() + args.max_minutes * 60 if args.max_minutes else None
     torch.set_num_threads(args.threads)
     print(f"{len(archs)} architectures, {len(todo)} units; results in {store.path}", flush=True)
-    for n, (name, unit) in enumerate(todo, 1):
-        if deadline is not None and time.time() > deadline:
-            print("time limit reached; rerun to continue", flush=True)
-            break
-        if not _claim(work_dir / "claims", name):
-            continue
-        t0 = time.perf_counter()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                unit()
-        except Exception as exc:  # noqa: BLE001 - one failing unit is recorded and the rest go on
-            store.append({"kind": "failure", "unit": name}, {"error": f"{type(exc).__name__}: {exc}"})
-            print(f"[{n}/{len(todo)}] {name}: FAILED {type(exc).__name__}: {exc}", flush=True)
-            continue
-        finally:
-            (work_dir / "claims" / hashlib.sha256(name.encode()).hexdigest()[:16]).unlink(missing_ok=True)
-        dt = time.perf_counter() - t0
-        if dt > 1:
-            print(f"[{n}/{len(todo)}] {name}: {dt:.0f} s", flush=True)
+    run_units(todo, store, work_dir / "claims", args.max_minutes)
 
 
 # --------------------------------------------------------------------------------------------------------------

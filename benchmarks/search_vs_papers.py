@@ -1,0 +1,284 @@
+"""Does a searched network beat the paper models at equal budget? SAFMN x4's own budget, one table.
+
+1. **Budget** (deploy form, x4, LR 180x320): params <= SAFMN's 239,520; peak inference memory (profiler) <= SAFMN's;
+   CPU latency (2 threads) <= SAFMN's. Measured once and recorded.
+2. **Search**: ``search/hybrid_x4.yaml`` with the default objective (``srblocks search``'s own, on the ref_x4
+   training split of T91+BSD200, validated on its held-out split) for ``--search-minutes`` of wall time (default 60),
+   resumable (Optuna journal under ``--work-dir``).
+3. **Finalists**: the top 3 distinct completed trials by the search's objective whose latency, measured interleaved
+   with SAFMN (median of per-round ratios), is <= 1.0; and the paper models: safmn, fsrcnn (under the budget),
+   fmen_s and hpun_s (over it in params: listed, marked).
+4. **Training**: every finalist with the ref_x4 protocol, seeds 0 and 1 (runs already in the fidelity store are
+   reused, not repeated).
+5. **Table**: params, MACs, latency ratio to SAFMN (median [min, max] over interleaved rounds), val PSNR, Set5 and
+   Set14 (mean +- half-range over the seeds). Selection uses the search objective (validation) only; Set5/Set14
+   are reported, never used to choose.
+
+Resumable: every finished unit is a line in ``benchmarks/results/search_vs_papers.jsonl``.
+
+    python benchmarks/search_vs_papers.py run [--search-minutes 60]
+    python benchmarks/search_vs_papers.py report        # writes benchmarks/results/search_vs_papers.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from _arch_sets import REPO, Arch, spec_hash  # noqa: E402
+from _units import Unit, run_units  # noqa: E402
+from srblocks.build import build_model  # noqa: E402
+from srblocks.deploy import deploy  # noqa: E402
+from srblocks.profile import count_params, profile  # noqa: E402
+from srblocks.protocols import (ResultsStore, load_protocol, protocol_key, resolve_data,  # noqa: E402
+                                run_protocol)
+
+RESULTS = REPO / "benchmarks" / "results" / "search_vs_papers.jsonl"
+FIDELITY = REPO / "benchmarks" / "results" / "search_fidelity.jsonl"
+REPORT = REPO / "benchmarks" / "results" / "search_vs_papers.md"
+SPACE = REPO / "search" / "hybrid_x4.yaml"
+LR_SIZE = (180, 320)
+SEEDS = (0, 1)
+PAPERS = [Arch("safmn", "safmn"), Arch("fsrcnn", "fsrcnn"), Arch("fmen_s", "fmen_s"), Arch("hpun_s", "hpun_s")]
+
+
+def _inference(arch: Arch) -> torch.nn.Module:
+    model = build_model(arch.spec, **{"scale": 4, **arch.overrides})
+    has_train_form = any(hasattr(m, "reparameterize") for m in model.modules())
+    return (deploy(model) if has_train_form else model).eval()
+
+
+def interleaved_latency(models: dict[str, torch.nn.Module], rounds: int = 7, threads: int = 2) -> dict[str, list[float]]:
+    """Milliseconds per forward at LR_SIZE, one run of each model per round, in turn (A B C A B C ...), after one
+    warm-up each; label -> times of every round."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    x = torch.rand(1, 3, *LR_SIZE)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    try:
+        with torch.inference_mode():
+            for m in models.values():
+                m(x)
+            for _ in range(rounds):
+                for label, m in models.items():
+                    t0 = time.perf_counter()
+                    m(x)
+                    times[label].append((time.perf_counter() - t0) * 1000)
+    finally:
+        torch.set_num_threads(previous)
+    return times
+
+
+def budget_unit(store: ResultsStore) -> None:
+    key = {"kind": "budget", "reference": "safmn", "lr_size": list(LR_SIZE), "version": 1}
+    if store.has(key):
+        return
+    safmn = _inference(Arch("safmn", "safmn"))
+    measured = profile(safmn, LR_SIZE)
+    times = interleaved_latency({"safmn": safmn}, rounds=9)["safmn"]
+    store.append(key, {"params": count_params(safmn), "memory_bytes": measured.peak_memory_bytes,
+                       "latency_ms": statistics.median(times), "latency_runs_ms": [round(t, 1) for t in times]})
+
+
+def _budget(store: ResultsStore) -> dict[str, Any]:
+    rec = store.records(kind="budget")
+    if not rec:
+        raise RuntimeError("the budget has not been measured yet")
+    return rec[0]
+
+
+def _search_dir(work_dir: Path) -> Path:
+    return work_dir / "search"
+
+
+def search_unit(store: ResultsStore, work_dir: Path, minutes: float) -> None:
+    """Run (or resume) the search until it has used ``minutes`` of wall time in total."""
+    from srblocks.search.runner import SearchOptions, run_search
+
+    key = {"kind": "search", "space": "hybrid_x4", "minutes": minutes, "version": 1}
+    if store.has(key):
+        return
+    b = _budget(store)
+    budgets = f"params={b['params']},memory={b['memory_bytes']}B,latency={b['latency_ms']:.1f}ms"
+    spent = sum(r["wall_s"] for r in store.records(kind="search_chunk"))
+    data = str(resolve_data(load_protocol("ref_x4")).root)
+    while spent < minutes * 60:
+        t0 = time.perf_counter()
+        options = SearchOptions(space_path=str(SPACE), out_dir=str(_search_dir(work_dir)), trials=10_000,
+                                timeout=minutes * 60 - spent, budgets=budgets, data=data, progress=False)
+        run_search(options)
+        chunk = time.perf_counter() - t0
+        store.append({"kind": "search_chunk", "at": time.time()}, {"wall_s": chunk})
+        spent += chunk
+    study = _load_study(work_dir)
+    from srblocks.search.report import export_results
+
+    summary = export_results(study, _search_dir(work_dir))
+    store.append(key, {"budgets": budgets, "wall_s": spent, "trials": summary["trials"], "states": summary["states"],
+                       "threads": torch.get_num_threads()})
+
+
+def _load_study(work_dir: Path):
+    import optuna
+
+    from srblocks.search.runner import make_storage
+
+    return optuna.load_study(study_name="hybrid_x4", storage=make_storage(None, _search_dir(work_dir)))
+
+
+def finalists_unit(store: ResultsStore, work_dir: Path) -> None:
+    """Pick the top 3 distinct searched networks (by the search's validation objective) within SAFMN's latency,
+    measured interleaved with SAFMN."""
+    import optuna
+
+    key = {"kind": "finalists", "version": 1}
+    if store.has(key):
+        return
+    study = _load_study(work_dir)
+    done = sorted((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                   if t.value is not None and t.user_attrs.get("duplicate_of") is None),
+                  key=lambda t: -t.value)
+    safmn = _inference(Arch("safmn", "safmn"))
+    chosen, seen, checked = [], set(), []
+    for t in done:
+        arch = Arch(f"searched_trial{t.number}", dict(t.user_attrs["spec"]), {}, "searched")
+        h = spec_hash(arch)
+        if h in seen:
+            continue
+        seen.add(h)
+        times = interleaved_latency({"safmn": safmn, arch.label: _inference(arch)})
+        ratio = statistics.median(a / s for a, s in zip(times[arch.label], times["safmn"]))
+        checked.append({"trial": t.number, "value": t.value, "latency_ratio": ratio, "seed": t.user_attrs.get("seed")})
+        if ratio <= 1.0:
+            chosen.append({**arch.as_dict(), "trial": t.number, "search_value": t.value, "paper_seed": t.user_attrs.get("seed")})
+        if len(chosen) == 3:
+            break
+    store.append(key, {"finalists": chosen, "checked": checked})
+
+
+def _finalists(store: ResultsStore) -> list[Arch]:
+    rec = store.records(kind="finalists")
+    if not rec:
+        return []
+    return [Arch(f["label"], f["spec"], f["overrides"], f["group"]) for f in rec[0]["finalists"]]
+
+
+def train_unit(arch: Arch, seed: int, store: ResultsStore, work_dir: Path) -> None:
+    protocol = load_protocol("ref_x4")
+    data = resolve_data(protocol)
+    key = protocol_key(spec_hash(arch), protocol, data, seed)
+    if store.has(key):
+        return
+    earlier = ResultsStore(FIDELITY).get(key)  # the same run made by search_fidelity.py
+    if earlier is not None and earlier.get("test_psnr"):
+        store.append(key, {**{k: v for k, v in earlier.items() if k != "key"}, "spec_name": arch.label,
+                           "reused_from": FIDELITY.name})
+        return
+    run_protocol(arch.spec, protocol, seed=seed, data=data, store=store, work_dir=work_dir / "train",
+                 overrides=arch.overrides, label=arch.label, progress=False, extra={"benchmark": "search_vs_papers"})
+
+
+def latency_unit(archs: list[Arch], store: ResultsStore) -> None:
+    key = {"kind": "latency", "labels": sorted(a.label for a in archs), "version": 1}
+    if store.has(key):
+        return
+    models = {"safmn": _inference(Arch("safmn", "safmn"))}
+    models.update({a.label: _inference(a) for a in archs if a.label != "safmn"})
+    times = interleaved_latency(models, rounds=9)
+    ratios = {k: [a / s for a, s in zip(v, times["safmn"])] for k, v in times.items()}
+    store.append(key, {"ratio_median": {k: statistics.median(v) for k, v in ratios.items()},
+                       "ratio_min": {k: min(v) for k, v in ratios.items()},
+                       "ratio_max": {k: max(v) for k, v in ratios.items()},
+                       "ms_median": {k: statistics.median(v) for k, v in times.items()}, "threads": 2})
+
+
+def units(args: argparse.Namespace, store: ResultsStore) -> list[Unit]:
+    work_dir = Path(args.work_dir)
+    todo: list[Unit] = [("budget", lambda: budget_unit(store)),
+                        ("search", lambda: search_unit(store, work_dir, args.search_minutes)),
+                        ("finalists", lambda: finalists_unit(store, work_dir))]
+    for arch in PAPERS:
+        for seed in SEEDS:
+            todo.append((f"train {arch.label} seed {seed}", lambda a=arch, s=seed: train_unit(a, s, store, work_dir)))
+    finalists = _finalists(store)
+    for arch in finalists:
+        for seed in SEEDS:
+            todo.append((f"train {arch.label} seed {seed}", lambda a=arch, s=seed: train_unit(a, s, store, work_dir)))
+    if finalists:
+        todo.append(("latency", lambda: latency_unit(PAPERS + finalists, store)))
+    return todo
+
+
+def report(args: argparse.Namespace) -> None:
+    store = ResultsStore(args.results)
+    archs = PAPERS + _finalists(store)
+    protocol = load_protocol("ref_x4")
+    data = resolve_data(protocol)
+    budget = store.records(kind="budget")
+    lat = store.records(kind="latency")
+    lines = ["# Searched networks vs the paper models at SAFMN x4's budget", ""]
+    if budget:
+        b = budget[0]
+        lines += [f"Budget (deploy form, LR 180x320): params <= {b['params']:,}, peak memory <= "
+                  f"{b['memory_bytes'] / 2**20:.1f} MiB, latency <= SAFMN's ({b['latency_ms']:.0f} ms, 2 threads).", ""]
+    search = store.records(kind="search")
+    if search:
+        s = search[0]
+        lines += [f"Search: {s['trials']} trials {s['states']} in {s['wall_s'] / 60:.0f} min of wall time.", ""]
+    lines += ["| network | params | MACs (G) | latency / SAFMN | val PSNR | Set5 | Set14 | seeds |", "|---|---|---|---|---|---|---|---|"]
+    for arch in archs:
+        runs = [store.get(protocol_key(spec_hash(arch), protocol, data, s)) for s in SEEDS]
+        runs = [r for r in runs if r is not None]
+        if not runs:
+            lines.append(f"| {arch.label} | – | – | – | – | – | – | 0 |")
+            continue
+
+        def stat(values: list[float]) -> str:
+            mean = sum(values) / len(values)
+            return f"{mean:.3f} ± {(max(values) - min(values)) / 2:.3f}" if len(values) > 1 else f"{mean:.3f}"
+
+        ratio = "–"
+        if lat:
+            lr = lat[-1]
+            if arch.label in lr["ratio_median"]:
+                ratio = (f"{lr['ratio_median'][arch.label]:.2f} [{lr['ratio_min'][arch.label]:.2f}, "
+                         f"{lr['ratio_max'][arch.label]:.2f}]")
+        over = " (over budget)" if budget and runs[0]["params"] > budget[0]["params"] else ""
+        lines.append(f"| {arch.label}{over} | {runs[0]['params']:,} | {runs[0]['macs'] / 1e9:.2f} | {ratio} | "
+                     f"{stat([r['val_psnr'] for r in runs])} | {stat([r['test_psnr']['Set5'] for r in runs])} | "
+                     f"{stat([r['test_psnr']['Set14'] for r in runs])} | {len(runs)} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    REPORT.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--search-minutes", type=float, default=60.0, help="wall time of the search (default 60)")
+    r.add_argument("--max-minutes", type=float, default=None, help="start no unit after this many minutes")
+    r.add_argument("--results", default=str(RESULTS))
+    r.add_argument("--work-dir", default=str(REPO / "runs" / "search_vs_papers"))
+    p = sub.add_parser("report")
+    p.add_argument("--results", default=str(RESULTS))
+    args = parser.parse_args()
+    store = ResultsStore(args.results)
+    if args.command == "report":
+        report(args)
+        return
+    run_units(units(args, store), store, Path(args.work_dir) / "claims", args.max_minutes)
+    if _finalists(store) and not store.records(kind="latency"):
+        run_units(units(args, store), store, Path(args.work_dir) / "claims", args.max_minutes)  # finalists known now
+
+
+if __name__ == "__main__":
+    main()
