@@ -25,7 +25,16 @@ def _configure_search(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the storage")
     p.add_argument("--train-iters", type=int, default=None, help="override the proxy-training iterations")
     p.add_argument("--data", default=None, help="training/validation folder (default: embedded images)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: trial n samples with seed + n, so one worker's run is reproducible")
+    p.add_argument("--heartbeat", type=int, default=30, metavar="S",
+                   help="RDB storages (PostgreSQL): seconds between a worker's heartbeats; a trial whose worker "
+                        "is silent for --grace-period S is failed and its parameters run again (default 30)")
+    p.add_argument("--grace-period", type=int, default=None, metavar="S",
+                   help="RDB storages: seconds without heartbeat before a trial counts as dead (default 2 x "
+                        "--heartbeat)")
+    p.add_argument("--progress-every", type=float, default=30.0, metavar="S",
+                   help="when stderr is not a terminal: seconds between progress lines (default 30)")
     p.add_argument("-o", "--out", required=True, help="output folder")
 
 
@@ -39,8 +48,13 @@ def _search(args: argparse.Namespace) -> int:
 
     options = SearchOptions(space_path=args.space, out_dir=args.out, trials=args.trials, timeout=args.timeout,
                             budgets=args.budget, objective=args.objective, storage=args.storage,
-                            study_name=args.study, seed=args.seed, progress=sys.stderr.isatty(),
-                            train_iters=args.train_iters, data=args.data)
+                            study_name=args.study, seed=args.seed, progress=True,
+                            train_iters=args.train_iters, data=args.data, heartbeat_interval=args.heartbeat,
+                            grace_period=args.grace_period, progress_every=args.progress_every)
+    for flag, value in (("--trials", args.trials), ("--workers", args.workers), ("--heartbeat", args.heartbeat)):
+        if value < 1:
+            print(f"srblocks search: error: {flag} must be >= 1, got {value}", file=sys.stderr)
+            return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     interrupted = False
@@ -64,15 +78,32 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict, study) -> None:
-    print(f"study {summary['study']}: {summary['trials']} trials {summary['states']}")
-    seeds = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("seed")]
-    for t in seeds:
-        value = ", ".join(f"{v:.4f}" for v in t.values) if t.values else t.state.name.lower()
-        why = t.user_attrs.get("pruned_reason") or t.user_attrs.get("failure") or ""
-        print(f"  paper model {t.user_attrs['seed']:<12} {value:<22} params {t.user_attrs.get('params', 0):>10,.0f}  {why}")
+    """The study in a few lines: states, each paper model's outcome (why it was pruned, in units), the winners."""
+    from .budgets import format_metric
+    from .report import format_value, outcome
+
+    budgets = summary.get("budgets") or {}
+    limits = ", ".join(f"{k} <= {format_metric(k, v)}" for k, v in budgets.items()) or "none"
+    extra = []
+    if summary.get("duplicates"):
+        extra.append(f"{summary['duplicates']} repeated parameters, not re-evaluated")
+    if summary.get("retried"):
+        extra.append(f"{summary['retried']} re-run after their worker died")
+    print(f"study {summary['study']}: {summary['trials']} trials {summary['states']}"
+          + (f" ({'; '.join(extra)})" if extra else "") + f"; budgets: {limits}")
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    for t in trials:
+        if not t.user_attrs.get("seed") or t.number in retried:
+            continue
+        measured = ", ".join(f"{k} {format_metric(k, t.user_attrs[k])}" for k in ("params", "memory", "latency")
+                             if t.user_attrs.get(k) is not None)
+        print(f"  paper model {t.user_attrs['seed']:<12} trial {t.number:<4} {outcome(study, t)}"
+              + (f"  [{measured}]" if measured else ""))
     for b in summary["best"]:
-        value = ", ".join(f"{v:.4f}" for v in b["values"])
-        print(f"  winner trial {b['number']:<11} {value:<22} params {b['params']:>10,.0f}"
+        t = study.trials[b["number"]]
+        params = f"params {t.user_attrs['params']:,.0f}" if t.user_attrs.get("params") is not None else ""
+        print(f"  winner trial {b['number']:<4} {format_value(study, b['values'])}  {params}"
               + (f"  (= paper model {b['seed']})" if b["seed"] else ""))
     for path in summary["winners"]:
         print(f"  wrote {path}")
