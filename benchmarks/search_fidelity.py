@@ -9,7 +9,8 @@ For every architecture (the paper models under 250K deploy params and 15 stratif
   initialisation (the search's random 16x16 batch), and PSNR after short training on the protocol's training
   split, validated on its held-out split: 50 / 100 / 200 / 500 iterations of batch 8, 32 px patches (the
   search's settings), plus the current default objective as it runs today (200 iterations on the embedded
-  default images, validated on their held-out rows).
+  default images, validated on their held-out rows). The short runs validate every 50 iterations, so their
+  curves also show what a multi-fidelity search (successive halving on iterations) would see at each rung.
 
 Every finished unit is appended to ``benchmarks/results/search_fidelity.jsonl`` (a results store keyed by spec
 hash, protocol/proxy hash and seed); a rerun skips what is done, and an interrupted training resumes from its
@@ -137,7 +138,7 @@ def units(archs: list[Arch], store: ResultsStore, work_dir: Path) -> list[tuple[
         for a in batch:
             for k in SHORT_BUDGETS:
                 out.append((f"short{k} {a.label}", lambda a=a, k=k: protocol_unit(
-                    a, store, short_protocol(k), work_dir, tests={}, val_every=k)))
+                    a, store, short_protocol(k), work_dir, tests={}, val_every=min(k, 50))))
             out.append((f"embedded {a.label}", lambda a=a: embedded_unit(a, store)))
 
     wave(mixed[:FIRST_WAVE])
