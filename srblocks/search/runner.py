@@ -233,6 +233,19 @@ class _RepairingJournalFileBackend(optuna.storages.journal.JournalFileBackend):
             self._lock.release()
 
 
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed: SQLAlchemy >= 2.1 means psycopg 3 by it,
+    older versions psycopg2 (the ``postgres``/``test`` extras install psycopg2-binary)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return f"postgresql://{rest}"
+
+
 def make_storage(url: str | None, out_dir: str | os.PathLike[str], *, heartbeat_interval: int | None = None,
                  grace_period: int | None = None) -> optuna.storages.BaseStorage:
     """Optuna storage: ``None`` -> JournalStorage file ``OUT_DIR/study.journal`` (multi-process safe); a path ending
@@ -254,13 +267,28 @@ def make_storage(url: str | None, out_dir: str | os.PathLike[str], *, heartbeat_
     if "://" not in url:
         raise ValueError(f"--storage {url!r} is neither a .journal file nor a database URL "
                          "(e.g. postgresql://USER:PASSWORD@HOST:5432/DB)")
-    if heartbeat_interval is None:
-        return optuna.storages.RDBStorage(url)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+    url = _with_installed_driver(url)
+    kwargs: dict[str, Any] = {}
+    if heartbeat_interval is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            kwargs = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                              max_retry=MAX_RETRY))
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # several hosts starting on an empty database race to create Optuna's tables; the loser retries
+            # and then finds them
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _is_journal(storage: optuna.storages.BaseStorage) -> bool:
