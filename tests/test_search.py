@@ -169,6 +169,10 @@ def test_local_worker_processes_share_one_journal_without_losing_trials(tmp_path
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers)) and 6 <= len(numbers) <= 7  # at most one overshoot per extra worker
     assert all(t.state.is_finished() for t in trials)
+    for t in trials:  # no worker evaluated parameters again that another had finished before it started
+        if "duplicate_of" not in t.user_attrs:
+            assert not [o.number for o in trials if o.number != t.number and o.params == t.params
+                        and o.datetime_complete < t.datetime_start and "duplicate_of" not in o.user_attrs]
 
 
 def test_pareto_objective_trains_and_exports_front(tmp_path) -> None:

@@ -306,3 +306,12 @@ def test_progress_is_throttled_off_a_terminal_and_a_bar_on_one() -> None:
     assert bar.eta() is not None
     bar.close()
     assert "it 100/200, PSNR 24.31 dB" in screen.getvalue() and "2.5/10 trials" in screen.getvalue()
+
+
+def test_the_parent_of_several_workers_shows_their_running_trials_from_the_storage() -> None:
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trial.report(24.3125, 100)
+    study.ask()  # another worker's trial, not validated yet
+    assert runner._running_progress(study, study.get_trials(), 200) == {
+        0: (0.5, "it 100/200, PSNR 24.31 dB"), 1: (0.0, "")}
