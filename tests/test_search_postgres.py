@@ -111,7 +111,7 @@ def _space(tmp_path: Path, data: dict) -> str:
 def test_two_separately_started_workers_share_one_postgres_study(tmp_path, postgres_url) -> None:
     """The same command on two 'hosts' (two processes, own output folders): no trial lost or run twice."""
     space = _space(tmp_path, TINY)
-    command = [sys.executable, "-m", "srblocks", "search", space, "--trials", "10", "--storage", postgres_url,
+    command = [sys.executable, "-m", "srblocks", "search", space, "--trials", "8", "--storage", postgres_url,
                "--study", "shared", "--heartbeat", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     workers = [subprocess.Popen([*command, "-o", str(tmp_path / name)], cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -124,7 +124,7 @@ def test_two_separately_started_workers_share_one_postgres_study(tmp_path, postg
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(len(trials)))  # no gap, no trial twice
     assert all(t.state.is_finished() for t in trials)
-    assert 10 <= counted_trials(trials) <= 11  # at most one overshoot: the other worker's trial in flight
+    assert 8 <= counted_trials(trials) <= 9  # at most one overshoot: the other worker's trial in flight
     assert len({t.user_attrs["pid"] for t in trials}) == 2  # both workers did work
     for t in trials:  # nothing was evaluated again that had finished before it started
         if "duplicate_of" not in t.user_attrs and t.state != TS.FAIL:

@@ -77,7 +77,7 @@ def test_a_single_worker_run_is_reproducible_from_its_seed(tmp_path) -> None:
     path = _write(tmp_path, WIDE)
 
     def params(out: str, seed: int) -> list[dict]:
-        study = run_search(_options(tmp_path, path, 6, out=out, seed=seed))
+        study = run_search(_options(tmp_path, path, 4, out=out, seed=seed))
         return [t.params for t in study.get_trials()]
 
     assert params("a", 5) == params("b", 5)

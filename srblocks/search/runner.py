@@ -621,6 +621,7 @@ class SearchProgress:
         self.tty = self.stream.isatty() if tty is None else tty
         self.t0 = time.monotonic()
         self.last_line = -math.inf
+        self.last_text = ""
         self.running: dict[int, tuple[float, str]] = {}
         self.best = ""
         self.bar = None
@@ -665,8 +666,10 @@ class SearchProgress:
         now = time.monotonic()
         if force or now - self.last_line >= self.every:
             self.last_line = now
-            print(f"search: {self.done}/{self.total} trials done, {_duration(now - self.t0)} elapsed, "
-                  f"{self._status()}", file=self.stream, flush=True)
+            line = f"{self.done}/{self.total} trials done, {_duration(now - self.t0)} elapsed, {self._status()}"
+            if not (force and line == self.last_text):  # the closing line only when it says something new
+                print(f"search: {line}", file=self.stream, flush=True)
+            self.last_text = line
 
     def training(self, number: int, fraction: float, text: str) -> None:
         self.running = {number: (min(1.0, max(0.0, fraction)), text)}
