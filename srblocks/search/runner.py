@@ -36,19 +36,13 @@ Several workers, one study:
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import multiprocessing
-import os
-import socket
-import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Sequence
 
-import numpy as np
 import optuna
 import torch
 
@@ -57,7 +51,11 @@ from ..deploy import deploy
 from ..errors import SpecError
 from ..profile import count_params, measure_latency, profile
 from .budgets import Budgets, describe_check, parse_budgets
+from .progress import SearchProgress
 from .proxies import grad_norm
+from .samplers import PerTrialSeedSampler, nsga2, tpe
+from .storage import DEFAULT_JOURNAL, JournalRepairedWarning, make_storage, recover_journal
+from .workers import FINISHED_STATES, MAX_RETRY, counted_trials, recover_stale_trials, superseded_trials, worker_identity
 from .space import OptunaSampler, SearchSpace, load_search_space
 
 __all__ = ["SearchOptions", "InvalidCandidate", "make_storage", "open_study", "run_search", "run_worker",
@@ -65,18 +63,11 @@ __all__ = ["SearchOptions", "InvalidCandidate", "make_storage", "open_study", "r
            "recover_journal", "recover_stale_trials", "counted_trials", "SearchProgress", "MAX_RETRY"]
 
 OBJECTIVES = ("psnr", "zero-cost", "pareto")
-DEFAULT_JOURNAL = "study.journal"
 PARETO_SECOND = {"latency": "latency_ms", "params": "params", "macs": "macs", "memory": "peak_memory_bytes"}
-MAX_RETRY = 3  # a trial whose worker died is re-run at most this many times (then it counts as failed)
-_RECORD_START = b'{"op_code":'  # every Optuna journal record is one JSON object starting with this, one per line
 
 
 class InvalidCandidate(Exception):
     """A sampled spec that does not build or run; the trial fails with this reason and the study continues."""
-
-
-class JournalRepairedWarning(UserWarning):
-    """A journal file held a torn (incomplete) record; it was dropped and its bytes saved beside the journal."""
 
 
 @dataclass
@@ -106,364 +97,6 @@ class SearchOptions:
     heartbeat_interval: int = 30
     grace_period: int | None = None
     progress_every: float = 30.0
-
-
-# -- storage ----------------------------------------------------------------------------------------------------------
-
-def _torn_path(path: Path, suffix: str = "") -> Path:
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    candidate = path.with_name(f"{path.name}.torn-{stamp}{suffix}")
-    k = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}.torn-{stamp}{suffix}.{k}")
-        k += 1
-    return candidate
-
-
-def _is_record(line: bytes) -> bool:
-    """One complete journal record (without its newline)."""
-    if line.startswith(_RECORD_START) and line.endswith(b"}") and line.count(_RECORD_START) == 1:
-        return True  # the fast path: Optuna writes one JSON object per line starting with op_code
-    try:
-        return isinstance(json.loads(line), dict)
-    except (ValueError, UnicodeDecodeError):
-        return False
-
-
-def _scan_journal(data: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
-    """(the journal with every complete record, [(byte offset, dropped bytes)]).
-
-    A torn record is an append cut short: its bytes lack the final newline. At the end of the file it is simply
-    dropped; inside the file (a later append was written right after it, on the same line) the complete record
-    that follows it on that line is kept and only the torn prefix is dropped."""
-    kept, dropped, offset = bytearray(), [], 0
-    for segment in data.splitlines(keepends=True):
-        if segment.endswith(b"\n") and _is_record(segment.rstrip(b"\r\n")):
-            kept += segment
-        elif segment.endswith(b"\n"):
-            body = segment.rstrip(b"\r\n")
-            start = body.rfind(_RECORD_START)
-            while start > 0 and not _is_record(body[start:]):
-                start = body.rfind(_RECORD_START, 0, start)
-            if start > 0:
-                dropped.append((offset, segment[:start]))
-                kept += segment[start:]
-            elif body.strip(b"\x00 \t"):
-                dropped.append((offset, segment))
-            elif segment:  # an empty or zero-filled line carries nothing, but keep its bytes anyway
-                dropped.append((offset, segment))
-        else:
-            dropped.append((offset, segment))
-        offset += len(segment)
-    return bytes(kept), dropped
-
-
-def recover_journal(path: str | os.PathLike[str]) -> list[Path]:
-    """Make a journal file readable again after a torn append; returns the files the dropped bytes were saved to.
-
-    Every complete record is kept; each dropped fragment is saved, byte for byte, as ``<journal>.torn-<UTC time>``
-    (``-<byte offset>`` appended when there are several) and a :class:`JournalRepairedWarning` says so. The file is
-    only changed under the journal's own write lock, so a record another live worker is appending at this moment
-    is never mistaken for a torn one."""
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        return []
-    if not _scan_journal(path.read_bytes())[1]:
-        return []
-    lock = optuna.storages.journal.JournalFileOpenLock(str(path))
-    lock.acquire()
-    try:
-        data = path.read_bytes()
-        kept, dropped = _scan_journal(data)
-        if not dropped:
-            return []
-        saved = []
-        for offset, fragment in dropped:
-            target = _torn_path(path, f"-{offset}" if len(dropped) > 1 else "")
-            target.write_bytes(fragment)
-            saved.append(target)
-        if len(dropped) == 1 and dropped[0][0] + len(dropped[0][1]) == len(data):
-            os.truncate(path, dropped[0][0])  # only the tail: cut it off in place
-        else:
-            tmp = path.with_name(path.name + ".repair-tmp")
-            with open(tmp, "wb") as f:
-                f.write(kept)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-    finally:
-        lock.release()
-    what = "; ".join(f"{len(b)} bytes at byte {o} -> {t}" for (o, b), t in zip(dropped, saved))
-    warnings.warn(f"{path}: dropped {len(dropped)} torn journal record(s) (an append cut short, e.g. by a power "
-                  f"loss or a killed machine); every complete record is kept; the dropped bytes are saved: {what}",
-                  JournalRepairedWarning, stacklevel=2)
-    return saved
-
-
-class _RepairingJournalFileBackend(optuna.storages.journal.JournalFileBackend):
-    """Optuna's journal file backend, but an append first drops a torn last record left by a writer that died
-    mid-append (else the new record would be glued to it and the file would become unreadable)."""
-
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        payload = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
-        self._lock.acquire()
-        try:
-            with open(self._file_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                if size:
-                    f.seek(size - 1)
-                    torn = f.read(1) != b"\n"
-                else:
-                    torn = False
-            if torn:  # we hold the writers' lock: nobody is writing, so an unterminated line is a dead append
-                data = Path(self._file_path).read_bytes()
-                cut = data.rfind(b"\n") + 1
-                target = _torn_path(Path(self._file_path))
-                target.write_bytes(data[cut:])
-                os.truncate(self._file_path, cut)
-                warnings.warn(f"{self._file_path}: dropped a torn last journal record ({len(data) - cut} bytes at "
-                              f"byte {cut}, left by a writer that died mid-append); the bytes are saved in {target}",
-                              JournalRepairedWarning, stacklevel=2)
-            with open(self._file_path, "ab") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-        finally:
-            self._lock.release()
-
-
-def _with_installed_driver(url: str) -> str:
-    """``postgresql://`` with the PostgreSQL driver that is installed: SQLAlchemy >= 2.1 means psycopg 3 by it,
-    older versions psycopg2 (the ``postgres``/``test`` extras install psycopg2-binary)."""
-    scheme, sep, rest = url.partition("://")
-    if scheme not in ("postgresql", "postgres"):
-        return url
-    import importlib.util
-
-    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-        return f"postgresql+psycopg2://{rest}"
-    return f"postgresql://{rest}"
-
-
-def make_storage(url: str | None, out_dir: str | os.PathLike[str], *, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None) -> optuna.storages.BaseStorage:
-    """Optuna storage: ``None`` -> JournalStorage file ``OUT_DIR/study.journal`` (multi-process safe); a path ending
-    in ``.journal`` -> that file; anything else is an RDB URL (``postgresql://USER:PW@HOST:PORT/DB``).
-
-    A journal file is checked for torn records first (:func:`recover_journal`). For an RDB URL,
-    ``heartbeat_interval`` (s) turns on Optuna's heartbeat: trials whose worker stopped beating for ``grace_period``
-    s (default 2 x interval) are failed and re-enqueued (at most :data:`MAX_RETRY` times)."""
-    if url is None or url.endswith(".journal"):
-        path = Path(url) if url else Path(out_dir) / DEFAULT_JOURNAL
-        path.parent.mkdir(parents=True, exist_ok=True)
-        recover_journal(path)
-        backend = _RepairingJournalFileBackend(
-            str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path)))
-        return optuna.storages.JournalStorage(backend)
-    if url.startswith("sqlite"):
-        optuna.logging.get_logger("optuna").warning("SQLite storage is for a single process; use the journal "
-                                                    "file (default) or PostgreSQL for several workers")
-    if "://" not in url:
-        raise ValueError(f"--storage {url!r} is neither a .journal file nor a database URL "
-                         "(e.g. postgresql://USER:PASSWORD@HOST:5432/DB)")
-    url = _with_installed_driver(url)
-    kwargs: dict[str, Any] = {}
-    if heartbeat_interval is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            kwargs = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                              max_retry=MAX_RETRY))
-    import sqlalchemy.exc
-
-    for attempt in range(5):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, **kwargs)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            # several hosts starting on an empty database race to create Optuna's tables; the loser retries
-            # and then finds them
-            if attempt == 4:
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-def _is_journal(storage: optuna.storages.BaseStorage) -> bool:
-    return isinstance(storage, optuna.storages.JournalStorage) or isinstance(
-        getattr(storage, "_backend", None), optuna.storages.JournalStorage)  # in case it is wrapped in a cache
-
-
-# -- workers ----------------------------------------------------------------------------------------------------------
-
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
-def _process_start(pid: int) -> tuple[int, str] | None:
-    """(start time in clock ticks since boot, state letter) of a Linux process, None when there is no such one."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
-    return int(fields[19]), fields[0]
-
-
-def worker_identity() -> dict[str, Any]:
-    """This process as recorded on each trial: ``host``, ``pid``, ``boot`` (boot id + process start ticks, so a
-    reused pid or a reboot is not mistaken for the same worker)."""
-    pid = os.getpid()
-    start = _process_start(pid)
-    return {"host": socket.gethostname(), "pid": pid,
-            "boot": f"{_boot_id()}:{start[0]}" if start and _boot_id() else None}
-
-
-def _worker_alive(attrs: dict[str, Any]) -> bool | None:
-    """Whether the worker recorded in a trial's user attrs still runs: None when this cannot be told from here
-    (another host, or no record), so that nothing is failed on a guess."""
-    if attrs.get("host") != socket.gethostname() or not isinstance(attrs.get("pid"), int):
-        return None
-    pid = attrs["pid"]
-    recorded = attrs.get("boot")
-    if recorded and _boot_id():
-        boot, _, ticks = str(recorded).rpartition(":")
-        if boot != _boot_id():
-            return False  # the machine rebooted since
-        now = _process_start(pid)
-        return now is not None and str(now[0]) == ticks and now[1] not in ("Z", "X")
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
-    """Re-enqueue a trial's parameters (the same format as Optuna's RetryHeartbeatStaleTrialCallback)."""
-    history = [*trial.system_attrs.get("retry_history", []), trial.number]
-    if len(history) > MAX_RETRY:
-        return None
-    keep = {k: v for k, v in trial.user_attrs.items() if k == "seed"}
-    study.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs=keep, system_attrs={"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
-                                       "retry_history": history}))
-    return len(history)
-
-
-def recover_stale_trials(study: optuna.Study) -> list[int]:
-    """Fail and re-enqueue RUNNING trials whose worker is gone; returns their numbers.
-
-    Journal storage: a trial is stale when its recorded worker ran on this host and that process no longer exists
-    (pid gone, reused by another process, or the host rebooted). Trials of other hosts are never touched (no
-    heartbeat there to tell a slow worker from a dead one). RDB storage: Optuna's heartbeat decides
-    (:func:`optuna.storages.fail_stale_trials`, with the retry callback of :func:`make_storage`)."""
-    storage = study._storage
-    if not _is_journal(storage):
-        if optuna.storages._heartbeat.is_heartbeat_enabled(storage):
-            before = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
-            after = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
-            return sorted(before - after)
-        return []
-    recovered = []
-    me = worker_identity()
-    for t in study.get_trials(deepcopy=True, states=(optuna.trial.TrialState.RUNNING,)):
-        if _worker_alive(t.user_attrs) is not False:
-            continue
-        note = (f"worker pid {t.user_attrs['pid']} on {t.user_attrs['host']} was gone (found by pid {me['pid']} at "
-                f"{datetime.datetime.now().isoformat(timespec='seconds')}); failed and re-enqueued")
-        try:
-            storage.set_trial_user_attr(t._trial_id, "interrupted", note)
-            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker found it first (or it finished after all)
-        t.user_attrs["interrupted"] = note
-        _retry(study, t)
-        recovered.append(t.number)
-    if recovered:
-        optuna.logging.get_logger("optuna").warning(
-            f"trial(s) {recovered} had no live worker (killed?); failed them and enqueued their parameters again")
-    return recovered
-
-
-_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-
-
-def _superseded(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
-    """Numbers of failed trials that were retried (their worker died): they do not count as evaluated."""
-    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-
-
-def counted_trials(trials: Sequence[optuna.trial.FrozenTrial], *, running: bool = True) -> int:
-    """Trials that count toward ``--trials``: finished ones (a failed trial that was retried excluded) and, with
-    ``running``, those running now. Enqueued (WAITING) trials are not trials yet."""
-    retried = _superseded(trials)
-    states = _FINISHED + ((optuna.trial.TrialState.RUNNING,) if running else ())
-    return sum(1 for t in trials if t.state in states
-               and not (t.state == optuna.trial.TrialState.FAIL and t.number in retried))
-
-
-# -- sampling ---------------------------------------------------------------------------------------------------------
-
-class PerTrialSeedSampler(optuna.samplers.BaseSampler):
-    """``factory(seed + trial.number)`` samples trial ``trial.number``: every trial draws from its own random stream.
-
-    Trial numbers are unique across all workers of a study (the storage hands them out), so parallel workers,
-    separately started processes and other hosts never share a stream, and need no rank; a single-worker run is
-    exactly reproducible from ``seed``. The samplers used here (TPE, NSGA-II) keep their state in the study, so a
-    fresh one per trial loses nothing."""
-
-    def __init__(self, factory: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
-        self._factory, self._seed = factory, seed
-        self._current: tuple[int, optuna.samplers.BaseSampler] | None = None
-
-    def _for(self, trial: optuna.trial.FrozenTrial) -> optuna.samplers.BaseSampler:
-        if self._current is None or self._current[0] != trial.number:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                self._current = (trial.number, self._factory(self._seed + trial.number))
-        return self._current[1]
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-        return self._for(trial).infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                        search_space: dict[str, Any]) -> dict[str, Any]:
-        return self._for(trial).sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
-                           param_distribution: Any) -> Any:
-        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self._for(trial).before_trial(study, trial)
-
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState,
-                    values: Sequence[float] | None) -> None:
-        self._for(trial).after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self._seed = int(np.random.SeedSequence().entropy % 2**31)
-        self._current = None
-
-
-def _tpe(seed: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-
-
-def _nsga2(seed: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.NSGAIISampler(seed=seed)
 
 
 def _directions(objective: str, space: SearchSpace) -> list[str]:
@@ -502,10 +135,10 @@ def open_study(options: SearchOptions, space: SearchSpace) -> optuna.Study:
     directions = _directions(objective, space)
     budgets = effective_budgets(options, space)
     if objective == "pareto":
-        sampler: optuna.samplers.BaseSampler = PerTrialSeedSampler(_nsga2, options.seed)
+        sampler: optuna.samplers.BaseSampler = PerTrialSeedSampler(nsga2, options.seed)
         pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     else:
-        sampler = PerTrialSeedSampler(_tpe, options.seed)
+        sampler = PerTrialSeedSampler(tpe, options.seed)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     storage = make_storage(options.storage, options.out_dir, heartbeat_interval=options.heartbeat_interval,
                            grace_period=options.grace_period)
@@ -599,91 +232,6 @@ def evaluate_candidate(
     return model, metrics, violations
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
-
-
-class SearchProgress:
-    """Progress of a study on stderr for a person watching it.
-
-    On a TTY: one bar over the study's trials that also moves during a trial (the fraction of its training done),
-    with the study's ETA, the running trial's iteration x/N and PSNR (dB) and the best value so far. Not a TTY
-    (logs, CI, ``nohup``): one concise line at most every ``every`` seconds, and one at the end. ETA = time so far
-    / trials done in this session (fractions included) x trials left, so it assumes the rest cost the same."""
-
-    def __init__(self, total: int, done: int, *, every: float = 30.0, stream: TextIO | None = None,
-                 tty: bool | None = None) -> None:
-        self.total, self.done0, self.done, self.every = total, done, done, every
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
-        self.t0 = time.monotonic()
-        self.last_line = -math.inf
-        self.last_text = ""
-        self.running: dict[int, tuple[float, str]] = {}
-        self.best = ""
-        self.bar = None
-        if self.tty:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=done, desc="search", unit="trial", file=self.stream,
-                            dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} "
-                                                           "trials [{elapsed}, {postfix}]")
-
-    def _fraction(self) -> float:
-        return self.done + sum(f for f, _ in self.running.values())
-
-    def eta(self) -> float | None:
-        """Seconds left for the whole study, None before anything was done."""
-        made = self._fraction() - self.done0
-        if made <= 0:
-            return None
-        return (time.monotonic() - self.t0) / made * max(0.0, self.total - self._fraction())
-
-    def _status(self) -> str:
-        eta = self.eta()
-        parts = [f"ETA {_duration(eta)}" if eta is not None else "ETA ?"]
-        parts += [f"trial {n}: {text}" for n, (_, text) in sorted(self.running.items()) if text]
-        if self.best:
-            parts.append(f"best {self.best}")
-        return ", ".join(parts)
-
-    def update(self, *, done: int | None = None, running: dict[int, tuple[float, str]] | None = None,
-               best: str | None = None, force: bool = False) -> None:
-        """``done``: trials finished; ``running``: trial number -> (fraction of it done 0..1, short text)."""
-        if done is not None:
-            self.done = done
-        if running is not None:
-            self.running = running
-        if best is not None:
-            self.best = best
-        if self.bar is not None:
-            self.bar.n = min(float(self.total), self._fraction())
-            self.bar.set_postfix_str(self._status(), refresh=True)
-            return
-        now = time.monotonic()
-        if force or now - self.last_line >= self.every:
-            self.last_line = now
-            line = f"{self.done}/{self.total} trials done, {_duration(now - self.t0)} elapsed, {self._status()}"
-            if not (force and line == self.last_text):  # the closing line only when it says something new
-                print(f"search: {line}", file=self.stream, flush=True)
-            self.last_text = line
-
-    def training(self, number: int, fraction: float, text: str) -> None:
-        self.running = {number: (min(1.0, max(0.0, fraction)), text)}
-        self.update()
-
-    def close(self) -> None:
-        self.running = {}
-        if self.bar is not None:
-            self.update()
-            self.bar.close()
-        else:
-            self.update(force=True)
-
-
 def _best_text(study: optuna.Study, unit: str) -> str:
     if len(study.directions) > 1:
         return ""
@@ -758,8 +306,8 @@ class _Objective:
     def _earlier(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
         """The first finished trial with the same parameters whose outcome still holds under the current budgets."""
         params = trial.params
-        trials = trial.study.get_trials(deepcopy=False, states=_FINISHED)
-        retried = _superseded(trials)
+        trials = trial.study.get_trials(deepcopy=False, states=FINISHED_STATES)
+        retried = superseded_trials(trials)
         by_number = {t.number: t for t in trials}
         for t in sorted(trials, key=lambda t: t.number):
             if t.number == trial.number or t.params != params or t.number in retried:
