@@ -217,3 +217,46 @@ def test_psnr_objective_reports_intermediate_values_and_the_median_pruner_can_st
             assert t.value == t.intermediate_values[max(t.intermediate_values)]  # the last validation PSNR
         else:
             assert "pruner stopped it" in t.user_attrs["pruned_reason"]
+
+
+def test_search_data_folder_is_split_like_the_reference_protocol(tmp_path, monkeypatch) -> None:
+    """With --data the search trains on the protocol's training split and selects on its held-out images."""
+    from conftest import synthetic_images
+    from srblocks.data import write_image
+    from srblocks.protocols import split_images
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name, image in synthetic_images(20, (40, 40), seed=1, noise=4):
+        write_image(folder / f"{name}.png", image)
+    seen = {}
+
+    def fake_train(model, data, *, val_data=None, **kw):
+        seen["train"], seen["val"] = [p.name for p in data], [p.name for p in val_data]
+        raise srblocks.TrainingDiverged("stop here")
+
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("srblocks.train"), "train", fake_train)
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["search"].update(objective="psnr")
+    run_search(_options(tmp_path, _write(tmp_path, data), trials=1, data=str(folder)))
+    train, val = split_images(folder, 15, "ref_x4-v1")
+    assert seen["val"] == [p.name for p in val] and len(seen["val"]) == 15
+    assert seen["train"] == [p.name for p in train] and not set(seen["train"]) & set(seen["val"])
+
+
+def test_pruner_setting_selects_multi_fidelity_pruners(tmp_path) -> None:
+    from srblocks.search.runner import make_pruner
+    from srblocks.search.space import SearchSettings
+
+    assert isinstance(make_pruner(SearchSettings()), optuna.pruners.MedianPruner)
+    sha = make_pruner(SearchSettings(pruner="successive_halving", pruner_min_iters=50, pruner_reduction=3))
+    assert isinstance(sha, optuna.pruners.SuccessiveHalvingPruner)
+    hb = make_pruner(SearchSettings(pruner="hyperband", train_iters=500), None)
+    assert isinstance(hb, optuna.pruners.HyperbandPruner) and hb._max_resource == 500
+    assert isinstance(make_pruner(SearchSettings(pruner="none")), optuna.pruners.NopPruner)
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["search"]["pruner"] = "asha"
+    with pytest.raises(SpecError, match="pruner"):
+        load_search_space(_write(tmp_path, data))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import is_image_file
-from ..data.datasets import ImagePair
+from ..data.datasets import ImagePair, discover_pairs
 from .protocol import Protocol
 
 __all__ = ["RunData", "DataNotFound", "default_data_dir", "default_test_dirs", "split_images", "resolve_data"]
@@ -95,8 +95,13 @@ def _relative_images(root: Path) -> list[str]:
     return found
 
 
-def split_images(root: str | os.PathLike[str], val_count: int, salt: str) -> tuple[list[ImagePair], list[ImagePair]]:
-    """(train, val) HR images of every image file under ``root`` (recursively), split by the salted path hash.
+def split_images(root: str | os.PathLike[str], val_count: int, salt: str,
+                 scale: int | None = None) -> tuple[list[ImagePair], list[ImagePair]]:
+    """(train, val) images under ``root``, split by the salted path hash.
+
+    A benchmark-layout folder (``HR/`` + ``LR_bicubic/X{scale}``, or ``GTmod12/`` + ``LRbicx{scale}``) is read as
+    its pairs (the LR files are used; pass ``scale``); any other folder is searched recursively and every image
+    file is an HR image (LR made with MATLAB bicubic).
 
     Raises:
         DataNotFound: ``root`` is not a folder or holds no images.
@@ -105,19 +110,19 @@ def split_images(root: str | os.PathLike[str], val_count: int, salt: str) -> tup
     base = Path(root)
     if not base.is_dir():
         raise DataNotFound(f"training data folder {str(base)!r} does not exist")
-    names = _relative_images(base)
-    if not names:
+    if scale is not None and ((base / "HR").is_dir() or (base / "GTmod12").is_dir()):
+        by_name = {p.name: p for p in discover_pairs(base, scale)}
+    else:
+        names = _relative_images(base)
+        by_name = {n: ImagePair(n.rsplit(".", 1)[0].replace("/", "_"), base / n) for n in names}
+    if not by_name:
         raise DataNotFound(f"no images under {str(base)!r}")
-    if len(names) <= val_count:
-        raise ValueError(f"{str(base)!r} holds {len(names)} image(s); the protocol holds out {val_count} for "
+    if len(by_name) <= val_count:
+        raise ValueError(f"{str(base)!r} holds {len(by_name)} image(s); the protocol holds out {val_count} for "
                          "validation and needs at least one more to train on")
-    ranked = sorted(names, key=lambda n: hashlib.sha256(f"{salt}/{n}".encode()).hexdigest())
+    ranked = sorted(by_name, key=lambda n: hashlib.sha256(f"{salt}/{n}".encode()).hexdigest())
     held = set(ranked[:val_count])
-
-    def pair(name: str) -> ImagePair:
-        return ImagePair(name.rsplit(".", 1)[0].replace("/", "_"), base / name)
-
-    return [pair(n) for n in names if n not in held], [pair(n) for n in names if n in held]
+    return [p for n, p in by_name.items() if n not in held], [p for n, p in by_name.items() if n in held]
 
 
 def resolve_data(protocol: Protocol, data: str | os.PathLike[str] | None = None,
@@ -136,7 +141,7 @@ def resolve_data(protocol: Protocol, data: str | os.PathLike[str] | None = None,
     if root is None:
         raise DataNotFound(f"protocol {protocol.name!r} needs training images ({protocol.data.description or 'a folder'}): "
                            "pass --data DIR (any folder of HR images, searched recursively) or set SRBLOCKS_SHARED")
-    train, val = split_images(root, protocol.data.val_count, protocol.data.split_salt)
+    train, val = split_images(root, protocol.data.val_count, protocol.data.split_salt, protocol.scale)
     if tests is None:
         test_dirs = default_test_dirs(protocol.data.test_sets, root)
     else:

@@ -58,7 +58,7 @@ from .storage import DEFAULT_JOURNAL, JournalRepairedWarning, make_storage, reco
 from .workers import FINISHED_STATES, MAX_RETRY, counted_trials, recover_stale_trials, superseded_trials, worker_identity
 from .space import OptunaSampler, SearchSpace, load_search_space
 
-__all__ = ["SearchOptions", "InvalidCandidate", "make_storage", "open_study", "run_search", "run_worker",
+__all__ = ["SearchOptions", "InvalidCandidate", "make_storage", "make_pruner", "open_study", "run_search", "run_worker",
            "evaluate_candidate", "OBJECTIVES", "DEFAULT_JOURNAL", "PerTrialSeedSampler", "JournalRepairedWarning",
            "recover_journal", "recover_stale_trials", "counted_trials", "SearchProgress", "MAX_RETRY"]
 
@@ -123,6 +123,27 @@ def effective_budgets(options: SearchOptions, space: SearchSpace) -> Budgets:
     return budgets
 
 
+def make_pruner(settings: Any, train_iters: int | None = None) -> optuna.pruners.BasePruner:
+    """The pruner of a single-objective search (``search.pruner``), with training iterations as the resource:
+
+    * ``median``: stop a trial whose PSNR is below the median of earlier trials at the same iteration;
+    * ``successive_halving``: rungs at ``pruner_min_iters`` x ``pruner_reduction``^k iterations, keeping the best
+      1/``pruner_reduction`` of the trials at each (asynchronous SHA, Li et al. 2020);
+    * ``hyperband``: several SHA brackets of different aggressiveness, up to ``train_iters``;
+    * ``none``: every feasible trial trains for ``train_iters``.
+    """
+    max_iters = train_iters or settings.train_iters
+    if settings.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if settings.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=settings.pruner_min_iters,
+                                                      reduction_factor=settings.pruner_reduction)
+    if settings.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=settings.pruner_min_iters, max_resource=max_iters,
+                                              reduction_factor=settings.pruner_reduction)
+    return optuna.pruners.NopPruner()
+
+
 def open_study(options: SearchOptions, space: SearchSpace) -> optuna.Study:
     """Create or load the study (``load_if_exists``: rerunning the same command resumes it); seeds are enqueued once.
 
@@ -139,7 +160,7 @@ def open_study(options: SearchOptions, space: SearchSpace) -> optuna.Study:
         pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     else:
         sampler = PerTrialSeedSampler(tpe, options.seed)
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        pruner = make_pruner(space.settings, options.train_iters)
     storage = make_storage(options.storage, options.out_dir, heartbeat_interval=options.heartbeat_interval,
                            grace_period=options.grace_period)
     study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
@@ -162,15 +183,21 @@ def open_study(options: SearchOptions, space: SearchSpace) -> optuna.Study:
 
 
 def _training_data(space: SearchSpace, data: str | None) -> tuple[Any, Any]:
-    """(train, validation) sources: a folder split by file, or the embedded default images split by rows."""
+    """(train, validation) sources. A folder is split as ``search.split_protocol`` splits it (default ref_x4's: 15
+    images held out by a salted path hash), so the search selects on the same held-out images as the reference
+    protocol and never on the images it trains on; without a folder, the embedded default images are split by
+    rows (top 3/4 train, bottom 1/4 validate)."""
     from ..data import embedded_default
     from ..data.datasets import NamedImage
 
     folder = data or space.settings.data
     if folder:
-        from ..data import discover_pairs  # noqa: F401  (validates the layout early)
+        from ..protocols import load_protocol, split_images
 
-        return folder, folder
+        protocol = load_protocol(space.settings.split_protocol)
+        scale = space.file.space.get("variables", {}).get("scale", protocol.scale)
+        return split_images(folder, protocol.data.val_count, protocol.data.split_salt,
+                            scale if isinstance(scale, int) else protocol.scale)
     images = embedded_default()
     train, val = [], []
     for image in images:

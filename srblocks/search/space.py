@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Literal, Mapping
 
 import pydantic
 import yaml
@@ -164,7 +164,12 @@ class SearchSettings(pydantic.BaseModel):
     train_patch_size: int = 32
     train_lr: float = 1e-3
     validate_every: int = 50
+    pruner: Literal["median", "successive_halving", "hyperband", "none"] = "median"
+    pruner_min_iters: int = pydantic.Field(50, ge=1, description="first rung (iterations) of successive halving")
+    pruner_reduction: int = pydantic.Field(3, ge=2, description="keep 1/reduction of the trials at each rung")
     data: str | None = None
+    split_protocol: str = pydantic.Field("ref_x4", description="with data: train on this protocol's training "
+                                                               "split, validate on its held-out split")
     seeds: dict[str, dict[str, Any]] = pydantic.Field(default_factory=dict)
 
 
