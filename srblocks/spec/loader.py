@@ -6,15 +6,17 @@ import difflib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pydantic
 import yaml
 
-from ..errors import SpecError
+from ..errors import SpecError, brief, clip
+from .limits import MAX_DEPTH, MAX_DOCUMENT_NODES, MAX_EXTENDS, MAX_SPEC_BYTES, structure_problem
 from .schema import ArchSpec
 
-__all__ = ["LoadedSpec", "load_spec", "shipped_spec_names", "shipped_spec_path", "format_pydantic_error"]
+__all__ = ["LoadedSpec", "load_spec", "shipped_spec_names", "shipped_spec_path", "format_pydantic_error",
+           "read_yaml_file", "parse_yaml", "close_names"]
 
 
 @dataclass(frozen=True)
@@ -35,49 +37,164 @@ def shipped_spec_names() -> list[str]:
     return sorted(p.stem for p in _spec_dir().glob("*.yaml"))
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for names the OS refuses (too long, embedded NUL, ...) instead of an exception."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def close_names(name: str, options: Iterable[str], n: int = 3, cutoff: float = 0.5) -> list[str]:
+    """The closest ``options`` to ``name`` (difflib), cheap for any input: long names get no suggestions."""
+    if not isinstance(name, str) or len(name) > 100:
+        return []
+    candidates = [o for o in options if isinstance(o, str) and len(o) <= 100]
+    return difflib.get_close_matches(name, candidates[:5000], n=n, cutoff=cutoff)
+
+
 def shipped_spec_path(name: str) -> Path:
     """Path of a shipped spec by name; unknown names raise :class:`SpecError` with the closest names."""
     path = _spec_dir() / f"{name}.yaml"
-    if not path.is_file():
-        close = difflib.get_close_matches(name, shipped_spec_names(), n=3, cutoff=0.4)
+    if "/" in name or "\\" in name or not _is_file(path):
+        close = close_names(name, shipped_spec_names(), cutoff=0.4)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise SpecError(f"no such spec file or shipped spec name {name!r}{hint}")
+        raise SpecError(f"no such spec file or shipped spec name {brief(name)}{hint}")
     return path
 
 
 def format_pydantic_error(err: pydantic.ValidationError, prefix: str = "") -> tuple[str, str]:
-    """(YAML path of the first problem, message listing every problem) for a pydantic validation error."""
+    """(YAML path of the first problem, message listing the problems) for a pydantic validation error.
+
+    Values are shown with :func:`~srblocks.errors.brief` (bounded); at most 8 problems are listed."""
     problems, first_path = [], None
-    for e in err.errors():
-        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"]).replace(".[", "[")
+    errors = err.errors()
+    for e in errors[:8]:
+        loc = ".".join(clip(str(p), 60) if not isinstance(p, int) else f"[{p}]" for p in e["loc"]).replace(".[", "[")
         full = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         first_path = first_path or full
-        value = f" (got {e['input']!r})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) else ""
-        problems.append(f"{loc or full or '<root>'}: {e['msg']}{value}")
+        value = f" (got {brief(e['input'])})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) \
+            else ""
+        problems.append(f"{loc or full or '<root>'}: {clip(str(e['msg']), 300)}{value}")
+    if len(errors) > 8:
+        problems.append(f"and {len(errors) - 8} more problem(s)")
     return first_path or prefix, "; ".join(problems)
+
+
+def _file_key(path: Path) -> str:
+    """The identity of a spec file in an ``extends`` chain: its resolved absolute path."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError, ValueError):
+        return str(path.absolute())
+
+
+def read_yaml_file(path: Path, origin: str, *, what: str = "spec") -> Any:
+    """Parse a YAML file within the limits: at most :data:`~.limits.MAX_SPEC_BYTES` bytes, and a document of at
+    most :data:`~.limits.MAX_DOCUMENT_NODES` values with aliases expanded and :data:`~.limits.MAX_DEPTH` levels."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"cannot read {what}: {_os_reason(exc)}", source=origin) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"the {what} file is larger than {MAX_SPEC_BYTES:,} bytes", source=origin)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"cannot read {what}: not UTF-8 text ({exc.reason} at byte {exc.start})", source=origin) \
+            from None
+    return parse_yaml(text, origin)
+
+
+def parse_yaml(text: str, origin: str) -> Any:
+    """``yaml.safe_load(text)`` after a linear scan of its events that refuses alias bombs and deep nesting."""
+    try:
+        problem = _scan_events(text)
+        if problem is None:
+            return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {clip(str(exc), 600)}", source=origin) from None
+    except (ValueError, TypeError, OverflowError, MemoryError, RecursionError) as exc:  # constructor failures
+        raise SpecError(f"invalid YAML: {type(exc).__name__}: {clip(str(exc), 300)}", source=origin) from None
+    raise SpecError(problem, source=origin)
+
+
+def _scan_events(text: str) -> str | None:
+    """Why a YAML text is too big to load (expanded size or depth), from its parser events, or None."""
+    total = 0
+    stack: list[list[Any]] = []  # [anchor, expanded size, height] of each open collection
+    anchors: dict[str, tuple[int, int]] = {}
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        if isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+            if isinstance(event, yaml.ScalarEvent):
+                size, height = 1, 0
+                if event.anchor:
+                    anchors[event.anchor] = (1, 0)
+            else:
+                size, height = anchors.get(event.anchor, (1, 0))
+            total += size
+            if stack:
+                stack[-1][1] += size
+                stack[-1][2] = max(stack[-1][2], height + 1)
+            if len(stack) + height > MAX_DEPTH:
+                return f"the document is nested more than {MAX_DEPTH} levels deep"
+        elif isinstance(event, yaml.CollectionStartEvent):
+            total += 1
+            stack.append([event.anchor, 1, 1])
+            if len(stack) > MAX_DEPTH:
+                return f"the document is nested more than {MAX_DEPTH} levels deep (line {event.start_mark.line + 1})"
+        elif isinstance(event, yaml.CollectionEndEvent) and stack:
+            anchor, size, height = stack.pop()
+            if anchor:
+                anchors[anchor] = (size, height)
+            if stack:
+                stack[-1][1] += size
+                stack[-1][2] = max(stack[-1][2], height + 1)
+        if total > MAX_DOCUMENT_NODES:
+            return (f"the document is too large: more than {MAX_DOCUMENT_NODES:,} values with aliases expanded "
+                    "(a YAML alias bomb?)")
+    return None
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {clip(str(exc), 200)}"
 
 
 def _merge_with_base(raw: Mapping[str, Any], origin: str, seen: tuple[str, ...]) -> dict[str, Any]:
     """``extends: BASE`` (a shipped name or a path relative to this file): the base spec with this file's keys on top.
 
     Top-level keys replace the base's, except ``variables``, which are merged (this file's values win, the base's
-    order is kept so later defaults can use earlier ones).
+    order is kept so later defaults can use earlier ones). Paths are resolved before the cycle check, so
+    ``../d/p.yaml`` and ``p.yaml`` are the same file; chains are at most :data:`~.limits.MAX_EXTENDS` long.
     """
     base_ref = raw["extends"]
-    if not isinstance(base_ref, str):
-        raise SpecError(f"extends must be a spec name or path, got {base_ref!r}", source=origin, path="extends")
+    if not isinstance(base_ref, str) or not base_ref:
+        raise SpecError(f"extends must be a spec name or path, got {brief(base_ref)}", source=origin, path="extends")
+    if "\0" in base_ref or len(base_ref) > 1024:
+        raise SpecError(f"extends {brief(base_ref)} is not a valid spec name or path", source=origin, path="extends")
     relative = Path(origin).parent / base_ref if not origin.startswith("<") else Path(base_ref)
-    target: str | Path = relative if relative.is_file() else base_ref
-    if str(target) in seen:
-        raise SpecError(f"extends cycle: {' -> '.join([*seen, str(target)])}", source=origin, path="extends")
+    target: str | Path = relative if _is_file(relative) else base_ref
+    if len(seen) >= MAX_EXTENDS:
+        raise SpecError(f"extends chain longer than {MAX_EXTENDS} files", source=origin, path="extends")
     try:
-        base = load_spec(target, _seen=(*seen, str(target)))
+        base = load_spec(target, _seen=seen)  # checks the resolved file against the chain (cycles)
     except SpecError as exc:
-        raise SpecError(f"in base spec {base_ref!r}: {exc}", source=origin, path="extends") from None
+        raise SpecError(f"in base spec {brief(base_ref)}: {exc}", source=origin, path="extends") from None
     merged = dict(base.raw)
     for key, value in raw.items():
         if key == "variables" and isinstance(value, Mapping):
-            merged["variables"] = {**dict(base.raw.get("variables", {})), **value}
+            base_vars = base.raw.get("variables", {})
+            merged["variables"] = {**(dict(base_vars) if isinstance(base_vars, Mapping) else {}), **value}
         else:
             merged[key] = value
     return merged
@@ -87,34 +204,42 @@ def load_spec(source: str | Path | Mapping[str, Any] | ArchSpec, *, _seen: tuple
     """Read and validate a spec.
 
     ``source`` is an :class:`ArchSpec`, a mapping (already-parsed YAML), a path to a YAML file, or the name of a
-    shipped spec (``"safmn"``, ``"fmen_s"``). Errors are :class:`SpecError` naming the file and YAML path.
+    shipped spec (``"safmn"``, ``"fmen_s"``). Errors are :class:`SpecError` naming the file and YAML path. Files and
+    mappings are checked against the limits of :mod:`srblocks.spec.limits` before anything else reads them.
     """
     if isinstance(source, ArchSpec):
         return LoadedSpec(source, f"<spec {source.name}>", source.model_dump(exclude_unset=True))
     if isinstance(source, Mapping):
         raw, origin = dict(source), "<mapping>"
+        problem = structure_problem(raw)
+        if problem:
+            raise SpecError(problem, source=origin)
+        key = None
     else:
+        if not isinstance(source, (str, Path)):
+            raise SpecError(f"a spec is a file path, a shipped spec name or a mapping, got {brief(source)}")
+        if isinstance(source, str) and ("\0" in source or len(source) > 4096):
+            raise SpecError(f"no such spec file or shipped spec name {brief(source)}")
         path = Path(source)
-        if not path.is_file():
-            if path.suffix in (".yaml", ".yml") and not path.exists():
+        if not _is_file(path):
+            if path.suffix in (".yaml", ".yml") and not _exists(path):
                 candidate = _spec_dir() / path.name  # "arch_specs/safmn.yaml" from any working directory
-                if candidate.is_file() and path.parent.name == "arch_specs":
+                if _is_file(candidate) and path.parent.name == "arch_specs":
                     path = candidate
                 else:
-                    raise SpecError(f"spec file {str(source)!r} not found")
+                    raise SpecError(f"spec file {brief(str(source), 300)} not found")
             else:
                 path = shipped_spec_path(str(source))
         origin = str(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise SpecError(f"invalid YAML: {exc}", source=origin) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpecError(f"cannot read spec: {exc}", source=origin) from None
+        key = _file_key(path)
+        if key in _seen:
+            chain = " -> ".join([*_seen[_seen.index(key):], key])
+            raise SpecError(f"extends cycle: {clip(chain, 600)}", source=origin)
+        raw = read_yaml_file(path, origin)
     if not isinstance(raw, Mapping):
         raise SpecError(f"a spec must be a YAML mapping, got {type(raw).__name__}", source=origin)
-    if "extends" in raw:
-        raw = _merge_with_base(raw, origin, _seen)
+    if "extends" in raw and raw["extends"] is not None:
+        raw = _merge_with_base(raw, origin, (*_seen, key) if key else _seen)
     try:
         spec = ArchSpec.model_validate(raw)
     except pydantic.ValidationError as exc:

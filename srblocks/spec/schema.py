@@ -9,9 +9,11 @@ block). Ids and input references are templates: ``"feats.{i}"``, ``"feats.{n_blo
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .limits import MAX_DRY_RUN_SIDE
 
 __all__ = [
     "NodeSpec",
@@ -24,6 +26,10 @@ __all__ = [
     "ArchSpec",
     "Each",
 ]
+
+
+#: a positive image side in pixels, at most MAX_DRY_RUN_SIDE (dry runs, reproduction sizes)
+Side = Annotated[int, Field(ge=1, le=MAX_DRY_RUN_SIDE)]
 
 
 class _Strict(BaseModel):
@@ -64,7 +70,7 @@ class GraphSpec(_Strict):
 
     A sub-graph may list several outputs; its module then returns a tuple in that order."""
 
-    inputs: dict[str, int | str] = Field(default_factory=lambda: {"input": 3})
+    inputs: dict[str, int | str] = Field(default_factory=lambda: {"input": 3}, min_length=1)
     nodes: list[Union[NodeSpec, RepeatSpec]] = Field(min_length=1)
     output: str | list[str] | None = None
 
@@ -86,7 +92,7 @@ class ExpectedEntry(_Strict):
     """
 
     when: dict[str, Any] = Field(default_factory=dict)
-    lr_size: tuple[int, int] | None = None
+    lr_size: tuple[Side, Side] | None = None
     params: int | str | ExpectedValue | None = None
     macs: int | str | ExpectedValue | None = None
     acts: int | str | ExpectedValue | None = None
@@ -123,10 +129,11 @@ class ArchSpec(GraphSpec):
     paper: str | None = None
     description: str | None = None
     variables: dict[str, Any] = Field(default_factory=dict)
-    input_range: float = Field(1.0, gt=0, description="the model takes RGB in [0, input_range]")
+    input_range: float = Field(1.0, gt=0, allow_inf_nan=False, description="the model takes RGB in [0, input_range]")
     y_convention: Literal["float", "uint8"] = "float"
-    dry_run_size: tuple[int, int] | None = Field(
-        (64, 64), description="LR (H, W) of the build-time shape check on the meta device; null disables it"
+    dry_run_size: tuple[Side, Side] | None = Field(
+        (64, 64), description="LR (H, W) of the build-time shape and output check on the meta device (each side "
+        f"1..{MAX_DRY_RUN_SIDE}); null disables it"
     )
     memory_format: Literal["contiguous", "channels_last"] = Field(
         "contiguous", description="default weight layout of the built model (build_model(memory_format=...) "
