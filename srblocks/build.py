@@ -17,8 +17,8 @@ import pydantic
 import torch
 from torch import fx, nn
 
-from .errors import SpecError
-from .graph import ResolvedGraph, resolve_graph, resolve_variables
+from .errors import SpecError, clip
+from .graph import ResolvedGraph, _counting_allocations, _describe, build_limits, resolve_graph, resolve_variables
 from .spec.loader import LoadedSpec, format_pydantic_error, load_spec
 from .spec.schema import ArchSpec, GraphSpec
 
@@ -104,24 +104,52 @@ def dry_run(model: fx.GraphModule, resolved: ResolvedGraph, size: tuple[int, int
     """Run ``model`` once on meta tensors of spatial ``size``; a failing block raises a located SpecError.
 
     Channel inference catches channel errors; this catches the rest of the shape errors (pixel-unshuffle of a size
-    that does not divide, pooling to zero size, ...) at build time instead of at the user's first forward.
+    that does not divide, pooling to zero size, ...) at build time instead of at the user's first forward, and checks
+    the output contract (:func:`check_output_contract`).
     """
-    meta_state = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict().items()}
-    inputs = [torch.empty(1, c, *size, device="meta") for c in resolved.inputs.values()]
     interpreter = _LocatingInterpreter(model)
     was = model.training
     model.eval()
     try:
+        meta_state = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict().items()}
+        inputs = [torch.empty(1, c, *size, device="meta") for c in resolved.inputs.values()]
         with torch.no_grad(), torch.nn.utils.stateless._reparametrize_module(model, meta_state):
-            interpreter.run(*inputs)
+            out = interpreter.run(*inputs)
     except Exception as exc:  # noqa: BLE001 - any failure of a block becomes one located error
         node = interpreter.failed_node
         path = next((n.path for n in resolved.nodes if n.id == node), None)
-        raise SpecError(f"the model fails on a {size[0]}x{size[1]} input: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}", source=source, path=path,
-                        node=node) from None
+        raise SpecError(f"the model fails on a {size[0]}x{size[1]} input: {_describe(exc, with_type=True)}",
+                        source=source, path=path, node=node) from None
     finally:
         model.train(was)
+    check_output_contract(out, resolved, size, source)
+
+
+def check_output_contract(out: Any, resolved: ResolvedGraph, size: tuple[int, int], source: str) -> None:
+    """A model maps (B, C, H, W) to (B, C, s*H, s*W): C the channels of its (first) input, s its ``scale``.
+
+    Only what the spec declares is checked: the scale when it has an integer ``scale`` variable, the channels
+    always (an SR model returns an image like the one it gets). Raises a SpecError at ``output``."""
+    channels = next(iter(resolved.inputs.values()))
+    scale = resolved.variables.get("scale")
+    scale = scale if isinstance(scale, int) and not isinstance(scale, bool) and scale >= 1 else None
+    h, w = size
+    spatial = f"{scale * h}, {scale * w}" if scale is not None else "H', W'"
+    want = f"(1, {channels}, {spatial})"
+    node = resolved.outputs[0] if resolved.outputs else None
+    where = f"a model{f' with scale {scale}' if scale is not None else ''}"
+    if not isinstance(out, torch.Tensor):
+        got = f"a {type(out).__name__}" + (f" of {len(out)}" if isinstance(out, (tuple, list)) else "")
+        raise SpecError(f"the output is {got}, not a tensor: {where} maps a (1, {channels}, {h}, {w}) input to "
+                        f"one tensor {want}", source=source, path="output", node=node)
+    shape = tuple(out.shape)
+    ok = len(shape) == 4 and shape[0] == 1 and shape[1] == channels
+    if ok and scale is not None:
+        ok = shape[2:] == (scale * h, scale * w)
+    if not ok:
+        raise SpecError(f"the output contract is broken: a (1, {channels}, {h}, {w}) input gives "
+                        f"{clip(str(shape), 100)}, but {where} must give {want}", source=source, path="output",
+                        node=node)
 
 
 def _subgraph_builder(value: Mapping[str, Any], env: dict[str, Any], source: str, path: str) -> nn.Module:
@@ -131,10 +159,21 @@ def _subgraph_builder(value: Mapping[str, Any], env: dict[str, Any], source: str
         where, message = format_pydantic_error(exc, path)
         raise SpecError(message, source=source, path=where) from None
     resolved = resolve_graph(sub, dict(env), source=source, path=path, build_subgraph=_subgraph_builder)
-    module = build_graph_module(resolved)
+    module = _graph_module(resolved, source, path)
     module.out_channels = resolved.out_channels  # type: ignore[assignment]
     module.output_channels = resolved.output_channels  # type: ignore[assignment]
     return module
+
+
+def _graph_module(resolved: ResolvedGraph, source: str, path: str = "") -> fx.GraphModule:
+    """:func:`build_graph_module` with its failures (which the id checks should have prevented) located."""
+    try:
+        with _counting_allocations():
+            return build_graph_module(resolved)
+    except SpecError as exc:
+        raise exc.located(source=source, path=path or "nodes") from None
+    except Exception as exc:  # noqa: BLE001 - a graph the checks let through but fx cannot generate code for
+        raise SpecError(f"cannot assemble the graph: {_describe(exc)}", source=source, path=path or "nodes") from None
 
 
 MemoryFormat = Literal["channels_last", "contiguous"]
@@ -170,19 +209,24 @@ def build_model(
     """
     loaded = spec if isinstance(spec, LoadedSpec) else load_spec(spec)
     arch = loaded.spec
-    env = resolve_variables(arch.variables, overrides, source=loaded.source)
-    resolved = resolve_graph(arch, env, source=loaded.source, build_subgraph=_subgraph_builder)
-    if len(resolved.outputs) != 1:
-        raise SpecError("a model has one output (several outputs are for sub-graphs)", source=loaded.source,
-                        path="output")
-    model = build_graph_module(resolved)
-    if arch.mask_guided is not None:
-        from .transforms import mask_guided_transform
+    with build_limits():
+        env = resolve_variables(arch.variables, overrides, source=loaded.source)
+        resolved = resolve_graph(arch, env, source=loaded.source, build_subgraph=_subgraph_builder)
+        if len(resolved.outputs) != 1:
+            raise SpecError("a model has one output (several outputs are for sub-graphs)", source=loaded.source,
+                            path="output")
+        model = _graph_module(resolved, loaded.source)
+        if arch.mask_guided is not None:
+            from .transforms import mask_guided_transform
 
-        try:
-            model = mask_guided_transform(model, arch.mask_guided, resolved.variables)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise SpecError(f"mask_guided transform failed: {exc}", source=loaded.source, path="mask_guided") from None
+            try:
+                with _counting_allocations():
+                    model = mask_guided_transform(model, arch.mask_guided, resolved.variables)
+            except SpecError as exc:
+                raise exc.located(source=loaded.source, path="mask_guided") from None
+            except Exception as exc:  # noqa: BLE001 - the transform's failures are the spec's mask_guided options
+                raise SpecError(f"mask_guided transform failed: {_describe(exc)}", source=loaded.source,
+                                path="mask_guided") from None
     if check_shapes and arch.dry_run_size is not None:
         dry_run(model, resolved, arch.dry_run_size, loaded.source)
     memory_format = arch.memory_format if memory_format is None else memory_format

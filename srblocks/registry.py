@@ -27,12 +27,14 @@ import pydantic
 import pydantic.json_schema
 from torch import nn
 
+from .errors import SrblocksError, brief
+
 __all__ = ["BlockInfo", "UnknownBlockError", "register_block", "get_block", "list_blocks", "block_names"]
 
 ModuleT = TypeVar("ModuleT", bound=type[nn.Module])
 
 
-class UnknownBlockError(KeyError):
+class UnknownBlockError(SrblocksError, KeyError):
     """Raised for a block name that is not registered; the message lists the closest known names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it readable
@@ -120,9 +122,11 @@ def get_block(name: str) -> BlockInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5) if len(name) <= 100 else []
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownBlockError(f"unknown block {name!r}{hint} (see srblocks.list_blocks())") from None
+        raise UnknownBlockError(f"unknown block {brief(name)}{hint} (see srblocks.list_blocks())") from None
+    except TypeError:  # an unhashable name
+        raise UnknownBlockError(f"unknown block {brief(name)} (see srblocks.list_blocks())") from None
 
 
 def block_names() -> list[str]:
