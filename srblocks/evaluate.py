@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from .data import PairedImageDataset, SRSample, image_to_tensor, read_image, tensor_to_image
+from .errors import NonFiniteError
 from .metrics import YRounding, psnr, ssim
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "upscale_tensor",
     "inference_settings",
     "InferenceSettings",
+    "check_finite_output",
 ]
 
 #: LR pixels of context around each tile (FMEN-S needs 31; see the module docstring)
@@ -199,6 +201,15 @@ def _invert(x: torch.Tensor, hflip: bool, vflip: bool, transpose: bool) -> torch
     return x
 
 
+def check_finite_output(y: torch.Tensor, name: str) -> None:
+    """Refuse a model output with NaN or infinite values (:class:`~srblocks.errors.NonFiniteError`, naming the
+    image): rounded to uint8 they would silently become black pixels and a meaningless PSNR."""
+    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        nan, inf = int(torch.isnan(y).sum()), int(torch.isinf(y).sum())
+        raise NonFiniteError(f"{name}: the model output has {nan:,} NaN and {inf:,} infinite value(s) of "
+                             f"{y.numel():,} (non-finite weights, or activations that overflow)")
+
+
 def upscale_tensor(
     model: nn.Module,
     x: torch.Tensor,
@@ -245,6 +256,7 @@ def upscale_image(
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     self_ensemble: bool = False,
     input_range: float | None = None,
+    name: str | None = None,
 ) -> np.ndarray:
     """Super-resolve one image: uint8 (H, W, 3) RGB (or an image file) -> uint8 (H*s, W*s, 3).
 
@@ -255,8 +267,10 @@ def upscale_image(
 
     Raises:
         TypeError / ValueError: an array that is not 8-bit RGB or grayscale.
+        NonFiniteError: the model output has NaN or infinite values (named ``name``, default the file name).
     """
     if isinstance(image, (str, os.PathLike)):
+        name = name or str(image)
         image = read_image(image)
     if not isinstance(image, np.ndarray):
         raise TypeError(f"expected a uint8 numpy image or an image path, got {type(image).__name__}")
@@ -273,6 +287,7 @@ def upscale_image(
     vr = float(input_range) if input_range is not None else inference_settings(model).input_range
     x = image_to_tensor(image, value_range=vr)[None].contiguous().to(_model_device(model))
     y = upscale_tensor(model, x, tile=tile, tile_overlap=tile_overlap, self_ensemble=self_ensemble)
+    check_finite_output(y, name or f"the {image.shape[0]}x{image.shape[1]} image")
     return tensor_to_image(y.float().cpu(), value_range=vr)
 
 
@@ -454,6 +469,7 @@ def evaluate(
             if tuple(y.shape[-2:]) != expected or y.shape[1] != 3:
                 raise ValueError(f"{sample.name}: the model turned a {x.shape[-2]}x{x.shape[-1]} LR image into "
                                  f"{tuple(y.shape)}, expected (1, 3, {expected[0]}, {expected[1]}) at x{s}")
+            check_finite_output(y, f"{result.dataset}/{sample.name}")
             sr = tensor_to_image(y.float().cpu(), value_range=vr)
             kw = dict(scale=s, y_channel=y_channel, y_rounding=rounding, crop_border=border)
             p = psnr(sr, sample.hr, **kw)

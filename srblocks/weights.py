@@ -1,9 +1,11 @@
 """Loading checkpoints: official state_dicts (through the spec's key mapping) and our own files.
 
 Accepted files: PyTorch files read with ``torch.load(..., weights_only=True)`` and ``.safetensors``. Wrappers
-(``params_ema``, ``params``, ``state_dict``, ``model``, ``net``, ``netG``) are unwrapped and a leading ``module.``
-(DataParallel) prefix is stripped. Loading is strict: any missing, unexpected or mis-shaped key is an error that lists
-them.
+(``params_ema``, ``params``, ``state_dict``, ``model``, ``net``, ``netG``) are unwrapped (at most
+:data:`MAX_WRAPPERS` levels; a checkpoint that contains itself is an error) and a leading ``module.`` (DataParallel)
+prefix is stripped. Loading is strict: any missing, unexpected or mis-shaped key is an error that lists them, and
+weights with NaN or infinite values are refused, naming the tensor (they would evaluate to a meaningless PSNR and
+write black images).
 """
 
 from __future__ import annotations
@@ -16,28 +18,42 @@ import torch
 from torch import nn
 
 from .build import model_info
+from .errors import SrblocksError, brief, clip
 
-__all__ = ["WeightsError", "read_state_dict", "official_to_model_keys", "load_weights", "save_weights"]
+__all__ = ["WeightsError", "read_state_dict", "official_to_model_keys", "load_weights", "save_weights", "check_finite"]
 
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "netG", "generator")
 PREFIXES = ("module.", "netG.", "model.")
 
 
-class WeightsError(ValueError):
+#: wrapper levels (``{"params": {"state_dict": ...}}``) unwrapped at most
+MAX_WRAPPERS = 8
+
+
+class WeightsError(SrblocksError, ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message lists the offending keys."""
 
 
 def _unwrap(obj: Any, origin: str) -> dict[str, torch.Tensor]:
+    seen: set[int] = set()
     while isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if id(obj) in seen or len(seen) >= MAX_WRAPPERS:
+            raise WeightsError(f"{origin}: the checkpoint's wrappers ({', '.join(WRAPPER_KEYS)}) "
+                               + ("refer to themselves" if id(obj) in seen else
+                                  f"are nested more than {MAX_WRAPPERS} levels deep"))
+        seen.add(id(obj))
         for key in WRAPPER_KEYS:
             if key in obj and isinstance(obj[key], Mapping):
                 obj = obj[key]
                 break
         else:
-            tops = ", ".join(map(str, list(obj)[:8]))
+            tops = clip(", ".join(brief(k, 40) for k in list(obj)[:8]), 400)
             raise WeightsError(f"{origin}: not a state_dict and no known wrapper key (top-level keys: {tops})")
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{origin}: expected a state_dict mapping, got {type(obj).__name__}")
+    bad = next((k for k in obj if not isinstance(k, str)), None)
+    if bad is not None:
+        raise WeightsError(f"{origin}: state_dict keys must be strings, got {brief(bad)}")
     state = dict(obj)
     for prefix in PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
@@ -50,8 +66,12 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
     if isinstance(source, Mapping):
         return _unwrap(source, "<state_dict>")
     path = Path(source)
-    if not path.is_file():
-        raise WeightsError(f"weights file {str(path)!r} not found")
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):
+        found = False
+    if not found:
+        raise WeightsError(f"weights file {brief(str(path), 300)} not found")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -60,7 +80,8 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear error
-        raise WeightsError(f"cannot read weights {str(path)!r}: {type(exc).__name__}: {exc}") from None
+        raise WeightsError(f"cannot read weights {brief(str(path), 300)}: {type(exc).__name__}: "
+                           f"{clip(str(exc).strip().splitlines()[0] if str(exc).strip() else '', 300)}") from None
     return _unwrap(obj, str(path))
 
 
@@ -77,7 +98,7 @@ def official_to_model_keys(model: nn.Module, state: Mapping[str, torch.Tensor]) 
         for pattern, replacement in renames:
             new = pattern.sub(replacement, new)
         if new in out:
-            raise WeightsError(f"official keys collide after renaming: {key!r} -> {new!r}")
+            raise WeightsError(f"official keys collide after renaming: {brief(key)} -> {brief(new)}")
         out[new] = value
     return out
 
@@ -114,9 +135,27 @@ def load_weights(
         problems.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(mismatched[:4])}")
     if problems:
         hint = "" if official else " (official checkpoint? pass official=True)"
-        raise WeightsError("weights do not fit the model: " + " | ".join(problems) + hint)
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=strict)
+        raise WeightsError(clip("weights do not fit the model: " + " | ".join(problems) + hint, 1500))
+    loaded = {k: v for k, v in state.items() if k in own}
+    check_finite(loaded, "<state_dict>" if isinstance(source, Mapping) else str(source))
+    model.load_state_dict(loaded, strict=strict)
     return model
+
+
+def check_finite(state: Mapping[str, torch.Tensor], origin: str) -> None:
+    """Refuse a state_dict with a NaN or infinite value, naming the first such tensor (WeightsError)."""
+    bad = []
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()) \
+                and value.device.type != "meta" and not bool(torch.isfinite(value).all()):
+            bad.append(key)
+    if bad:
+        value = state[bad[0]]
+        nan = int(torch.isnan(value).sum())
+        inf = int(torch.isinf(value).sum())
+        more = f" (and {len(bad) - 1} more tensor(s): {clip(', '.join(bad[1:6]), 300)})" if len(bad) > 1 else ""
+        raise WeightsError(f"{clip(origin, 300)}: tensor {bad[0]!r} has {nan:,} NaN and {inf:,} infinite value(s) "
+                           f"of {value.numel():,}{more}; refusing to load non-finite weights")
 
 
 def save_weights(model: nn.Module, path: str | Path) -> Path:
