@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from typing import Any, Callable, Sequence
@@ -21,7 +22,10 @@ Command = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command]] = {}
 
 
-class CliError(Exception):
+from .errors import SrblocksError
+
+
+class CliError(SrblocksError):
     """A usage problem reported as one line on stderr with exit code 2."""
 
 
@@ -53,7 +57,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise CliError(f"--set expects NAME=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        from .spec.loader import parse_yaml
+
+        out[key.strip()] = parse_yaml(value, f"--set {key.strip()}")  # bounded: no alias bombs, no deep nesting
     return out
 
 
@@ -209,22 +215,75 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``srblocks`` command; returns the exit code."""
-    from .errors import SpecError
+#: errno values of OS errors that come from paths or files the user gave (reported like srblocks errors)
+_USER_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EEXIST,
+                errno.ENOSPC, errno.EROFS, errno.ELOOP, errno.EXDEV, errno.ENOTEMPTY, errno.EFBIG, errno.EDQUOT,
+                errno.EINVAL, errno.EBUSY, errno.ETXTBSY, errno.ENXIO, errno.ENODEV}
+
+
+def _user_error_message(exc: BaseException) -> str | None:
+    """The one-line report of an exception caused by user input, or None for an unexpected (internal) one.
+
+    User input: every :class:`~srblocks.errors.SrblocksError` (spec, weights, unknown block, CLI usage, non-finite
+    numbers), the input errors of modules with their own classes (unreadable images, missing data folders, a
+    diverged training run), and OS errors about a path (missing file, permission, name too long, full disk, ...).
+    """
     from .registry import UnknownBlockError
     from .weights import WeightsError
 
+    known: tuple[type[BaseException], ...] = (SrblocksError, UnknownBlockError, WeightsError)
+    for module, name in (("srblocks.data", "ImageReadError"), ("srblocks.protocols.splits", "DataNotFound"),
+                         ("srblocks.train", "TrainingDiverged"), ("srblocks.search.runner", "InvalidCandidate")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type):
+            known += (cls,)
+    if isinstance(exc, known):
+        return _one_line(exc)
+    if isinstance(exc, OSError) and (exc.filename is not None or exc.errno in _USER_ERRNOS):
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        also = f" -> {exc.filename2}" if getattr(exc, "filename2", None) is not None else ""
+        return _one_line(f"{exc.strerror or type(exc).__name__}{where}{also}")
+    return None
+
+
+def _one_line(value: Any) -> str:
+    from .errors import clip
+
+    try:
+        text = str(value)
+    except Exception:  # noqa: BLE001 - a message that cannot be printed still gets a report
+        text = type(value).__name__
+    return clip(" ".join(text.split()), 1500) or type(value).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``srblocks`` command; returns the exit code.
+
+    Failures caused by user input print ``srblocks COMMAND: error: ...`` (one line naming the file, YAML path or
+    argument) and return 2; unexpected ones print two lines and return 1. ``--debug`` (anywhere on the command line)
+    shows the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     _load_command_modules()
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (SpecError, WeightsError, UnknownBlockError, CliError) as exc:
-        print(f"srblocks {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"srblocks {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place where errors become exit codes
+        if debug:
+            raise
+        message = _user_error_message(exc)
+        if message is not None:
+            print(f"srblocks {args.command}: error: {message}", file=sys.stderr)
+            return 2
+        print(f"srblocks {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)}\n"
+              f"(this is a bug in srblocks, not in your input; rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 def _load_command_modules() -> None:
