@@ -46,7 +46,7 @@ MAX_ID_LENGTH = 200
 #: work units of expanding a spec (repeat iterations, templates rendered, argument values evaluated)
 MAX_BUILD_WORK = 5_000_000
 #: modules created while building one model
-MAX_MODULES = 100_000
+MAX_MODULES = 20_000
 #: tensor elements (parameters, buffers, temporaries) allocated while building one model: 2**27, 512 MiB of
 #: float32 (the largest SR networks have about 45M parameters)
 MAX_ELEMENTS = 1 << 27
@@ -62,24 +62,30 @@ def structure_problem(value: Any, *, max_nodes: int = MAX_DOCUMENT_NODES, max_de
     values or alias bombs.
     """
     too_large = (f"the document is too large: more than {max_nodes:,} values with aliases expanded "
-                 "(or it refers to itself)")
+                 "(a YAML alias bomb?)")
     count = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    open_ids: set[int] = set()  # containers on the path from the root: meeting one again is a cycle
+    stack: list[tuple[Any, int, bool]] = [(value, 0, False)]
     while stack:
-        item, depth = stack.pop()
+        item, depth, leaving = stack.pop()
+        if leaving:
+            open_ids.discard(id(item))
+            continue
         count += 1
         if count > max_nodes:
             return too_large
         if isinstance(item, (dict, list, tuple)) and item:
+            if id(item) in open_ids:
+                return "the document refers to itself (a container inside itself)"
             if depth >= max_depth:
                 return f"the document is nested more than {max_depth} levels deep"
-            if isinstance(item, dict):
-                count += len(item)
-                if count > max_nodes:
-                    return too_large
-                stack.extend((v, depth + 1) for v in item.values())
-            else:
-                stack.extend((v, depth + 1) for v in item)
+            children = list(item.values()) if isinstance(item, dict) else item
+            count += len(item) if isinstance(item, dict) else 0
+            if count + len(children) > max_nodes * 2:
+                return too_large
+            open_ids.add(id(item))
+            stack.append((item, depth, True))
+            stack.extend((v, depth + 1, False) for v in children)
         elif isinstance(item, str) and len(item) > MAX_SPEC_BYTES:
             return f"a string of {len(item):,} characters (more than {MAX_SPEC_BYTES:,})"
     return None

@@ -119,7 +119,10 @@ def parse_yaml(text: str, origin: str) -> Any:
     try:
         problem = _scan_events(text)
         if problem is None:
-            return yaml.safe_load(text)
+            value = yaml.safe_load(text)
+            problem = structure_problem(value)  # merge keys (<<) can still expand a document
+            if problem is None:
+                return value
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {clip(str(exc), 600)}", source=origin) from None
     except (ValueError, TypeError, OverflowError, MemoryError, RecursionError) as exc:  # constructor failures
@@ -139,6 +142,8 @@ def _scan_events(text: str) -> str | None:
                 if event.anchor:
                     anchors[event.anchor] = (1, 0)
             else:
+                if any(entry[0] == event.anchor for entry in stack):
+                    return f"the document refers to itself (alias *{clip(str(event.anchor), 40)} inside its anchor)"
                 size, height = anchors.get(event.anchor, (1, 0))
             total += size
             if stack:
