@@ -132,7 +132,9 @@ def check_output_contract(out: Any, resolved: ResolvedGraph, size: tuple[int, in
     always (an SR model returns an image like the one it gets). Raises a SpecError at ``output``."""
     channels = next(iter(resolved.inputs.values()))
     scale = resolved.variables.get("scale")
-    scale = scale if isinstance(scale, int) and not isinstance(scale, bool) and scale >= 1 else None
+    if isinstance(scale, float) and scale.is_integer():
+        scale = int(scale)
+    scale = scale if isinstance(scale, int) and not isinstance(scale, bool) and 1 <= scale <= 1 << 16 else None
     h, w = size
     spatial = f"{scale * h}, {scale * w}" if scale is not None else "H', W'"
     want = f"(1, {channels}, {spatial})"
