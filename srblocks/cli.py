@@ -246,6 +246,41 @@ def _user_error_message(exc: BaseException) -> str | None:
     return None
 
 
+def _model_failure(exc: BaseException) -> str | None:
+    """The report of an exception raised inside the forward pass of a spec-built model, or None.
+
+    A model that passed its build-time dry run and fails on the input a command gave it (an image or ``--lr-size``
+    too small for its patch sizes, ...) fails because of that input: the report names the innermost spec node on
+    the traceback (``feats.0``), found through the modules the assembler built (they carry ``srblocks_args``)."""
+    import torch.nn as nn
+
+    def is_model(value: Any) -> bool:
+        meta = getattr(value, "meta", None) if isinstance(value, nn.Module) else None
+        return isinstance(meta, dict) and "srblocks" in meta
+
+    roots: list[nn.Module] = []
+    block = None
+    inside = False
+    tb = exc.__traceback__
+    while tb is not None:
+        local = tb.tb_frame.f_locals
+        roots += [v for v in local.values() if is_model(v) and all(v is not r for r in roots)]
+        owner = local.get("self")
+        if tb.tb_frame.f_code.co_name in ("_call_impl", "_wrapped_call_impl"):  # a module called on a tensor
+            if isinstance(owner, nn.Module) and hasattr(owner, "srblocks_args"):
+                block = owner  # the innermost spec block on the way to the failure
+            inside = inside or is_model(owner) or block is not None
+        tb = tb.tb_next
+    if not inside:
+        return None
+    name = next((n for r in roots for n, m in r.named_modules() if m is block), None) if block is not None else None
+    if name is None and block is not None:
+        name = f"a {getattr(block, 'block_name', type(block).__name__)} block"
+    where = f" at node {name!r}" if name and not name.startswith("a ") else f" in {name}" if name else ""
+    return _one_line(f"the model cannot process this input{where}: {type(exc).__name__}: "
+                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+
+
 def _one_line(value: Any) -> str:
     from .errors import clip
 
@@ -278,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         message = _user_error_message(exc)
+        if message is None:
+            message = _model_failure(exc)
         if message is not None:
             print(f"srblocks {args.command}: error: {message}", file=sys.stderr)
             return 2

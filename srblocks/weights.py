@@ -28,6 +28,8 @@ PREFIXES = ("module.", "netG.", "model.")
 
 #: wrapper levels (``{"params": {"state_dict": ...}}``) unwrapped at most
 MAX_WRAPPERS = 8
+#: characters of a checkpoint key that the spec's rename patterns are applied to
+MAX_KEY_LENGTH = 1000
 
 
 class WeightsError(SrblocksError, ValueError):
@@ -88,15 +90,27 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
 def official_to_model_keys(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename official keys with the spec's ``official_checkpoint`` regex renames (and drop listed keys)."""
     mapping = model_info(model).spec.official_checkpoint
-    drops = [re.compile(p) for p in mapping.drop]
-    renames = [(re.compile(r.pattern), r.replacement) for r in mapping.renames]
+    try:
+        drops = [re.compile(p) for p in mapping.drop]
+        renames = [(re.compile(r.pattern), r.replacement) for r in mapping.renames]
+    except re.error as exc:
+        raise WeightsError(f"the spec's official_checkpoint has an invalid regular expression: {exc}") from None
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
+        if len(key) > MAX_KEY_LENGTH:
+            raise WeightsError(f"checkpoint key {brief(key)} is longer than {MAX_KEY_LENGTH} characters")
         if any(d.fullmatch(key) for d in drops):
             continue
         new = key
         for pattern, replacement in renames:
-            new = pattern.sub(replacement, new)
+            try:
+                new = pattern.sub(replacement, new)
+            except (re.error, IndexError) as exc:
+                raise WeightsError(f"official_checkpoint rename {brief(pattern.pattern)} -> {brief(replacement)} "
+                                   f"fails on key {brief(key)}: {exc}") from None
+            if len(new) > MAX_KEY_LENGTH:
+                raise WeightsError(f"official_checkpoint renames make key {brief(key)} longer than "
+                                   f"{MAX_KEY_LENGTH} characters")
         if new in out:
             raise WeightsError(f"official keys collide after renaming: {brief(key)} -> {brief(new)}")
         out[new] = value

@@ -188,3 +188,20 @@ def test_every_user_error_class_is_an_srblocks_error() -> None:
     assert issubclass(SpecError, ValueError) and issubclass(UnknownBlockError, KeyError)
     with pytest.raises(srblocks.WeightsError, match="keys must be strings"):
         srblocks.read_state_dict({1: torch.zeros(1)})
+
+
+def test_cli_model_failures_on_the_given_input_name_the_node(tmp_path: Path, capsys) -> None:
+    """A model that passed its dry run but cannot process the input a command gives it (too small an --lr-size or
+    image) fails because of that input: exit 2 naming the node, not an internal error."""
+    code, err = _cli(capsys, "summary", "safmn", "--set", "n_blocks=1", "--set", "dim=8", "--lr-size", "1x1")
+    assert code == 2 and "the model cannot process this input at node 'feats.0'" in err and len(err.splitlines()) == 1
+    spec = tmp_path / "small.yaml"
+    spec.write_text(yaml.safe_dump({"extends": "safmn", "name": "small", "variables": {"n_blocks": 1, "dim": 8}}))
+    weights = srblocks.save_weights(build_model(spec), tmp_path / "w.safetensors")
+    images = tmp_path / "in"
+    images.mkdir()
+    from PIL import Image
+
+    Image.fromarray(synthetic_images(1, (1, 1))[0][1]).save(images / "dot.png")
+    code, err = _cli(capsys, "upscale", str(spec), "--weights", str(weights), str(images), "-o", str(tmp_path / "o"))
+    assert code == 2 and "cannot process this input at node" in err and "Traceback" not in err

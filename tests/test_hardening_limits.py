@@ -249,3 +249,22 @@ def test_the_limits_are_far_above_the_shipped_specs() -> None:
     model = build_model("rcan")  # the largest shipped network: 16M parameters, 2,443 modules
     assert sum(p.numel() for p in model.parameters()) * 8 < limits.MAX_ELEMENTS
     assert len(list(model.modules())) * 8 < limits.MAX_MODULES
+
+
+# ------------------------------------------------------------------------------------------------ key regexes
+@pytest.mark.parametrize("pattern, message", [("(a*)*b", "exponential"), ("(x+y?)+z", "exponential"),
+                                              ("(", "invalid regular expression")])
+def test_checkpoint_key_regexes_cannot_hang_or_crash_loading(pattern: str, message: str) -> None:
+    err = _fails(_spec(official_checkpoint={"drop": [pattern]}))
+    assert err.path == "official_checkpoint.drop[0]" and message in str(err)
+    err = _fails(_spec(official_checkpoint={"renames": [{"pattern": pattern, "replacement": "x"}]}))
+    assert err.path == "official_checkpoint.renames[0].pattern" and message in str(err)
+
+
+def test_rename_failures_and_huge_keys_are_weights_errors() -> None:
+    model = build_model(_spec(official_checkpoint={"renames": [{"pattern": "^head", "replacement": r"\9"}]}))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(srblocks.WeightsError, match="fails on key"):
+        srblocks.load_weights(model, state, official=True)
+    with pytest.raises(srblocks.WeightsError, match="longer than 1000"):
+        srblocks.load_weights(model, {"k" * 5000: torch.zeros(1)}, official=True)

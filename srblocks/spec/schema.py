@@ -9,9 +9,10 @@ block). Ids and input references are templates: ``"feats.{i}"``, ``"feats.{n_blo
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from .limits import MAX_DRY_RUN_SIDE
 
@@ -30,6 +31,54 @@ __all__ = [
 
 #: a positive image side in pixels, at most MAX_DRY_RUN_SIDE (dry runs, reproduction sizes)
 Side = Annotated[int, Field(ge=1, le=MAX_DRY_RUN_SIDE)]
+
+
+def _nested_repeat(items: Any, inside: bool = False) -> bool:
+    """True when a parsed regex has an unbounded repeat inside another repeat (``(a+)+``: exponential time)."""
+    from re import _constants as c, _parser  # type: ignore[attr-defined]
+
+    for op, av in items:
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
+            low, high, sub = av
+            unbounded = high == c.MAXREPEAT or high > 1
+            if inside and unbounded:
+                return True
+            if _nested_repeat(sub, inside or unbounded):
+                return True
+        elif op == c.SUBPATTERN:
+            if _nested_repeat(av[-1], inside):
+                return True
+        elif op == c.BRANCH:
+            if any(_nested_repeat(branch, inside) for branch in av[1]):
+                return True
+        elif op in (c.ASSERT, c.ASSERT_NOT):
+            if _nested_repeat(av[1], inside):
+                return True
+        elif op == c.GROUPREF_EXISTS:
+            if any(b is not None and _nested_repeat(b, inside) for b in av[1:]):
+                return True
+        elif isinstance(av, _parser.SubPattern):
+            if _nested_repeat(av, inside):
+                return True
+    return False
+
+
+def _safe_regex(pattern: str) -> str:
+    """A regular expression a spec may apply to checkpoint keys: valid, and without nested repeats, which can
+    take exponential time (a few bytes must not hang loading)."""
+    from re import _parser  # type: ignore[attr-defined]
+
+    try:
+        re.compile(pattern)
+        nested = _nested_repeat(_parser.parse(pattern))
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    if nested:
+        raise ValueError("a repeat inside a repeat (like (a+)+) can take exponential time; write it without")
+    return pattern
+
+
+Regex = Annotated[str, Field(max_length=1000), AfterValidator(_safe_regex)]
 
 
 class _Strict(BaseModel):
@@ -109,16 +158,17 @@ class ExpectedEntry(_Strict):
 class KeyRename(_Strict):
     """Regex rename applied to official checkpoint keys (``re.sub(pattern, replacement, key)``), in order."""
 
-    pattern: str
-    replacement: str
+    pattern: Regex
+    replacement: str = Field(max_length=1000)
 
 
 class OfficialCheckpoint(_Strict):
     """How an official state_dict maps onto the assembled model's keys."""
 
     source: str | None = None
-    renames: list[KeyRename] = Field(default_factory=list)
-    drop: list[str] = Field(default_factory=list, description="regexes of official keys with no counterpart")
+    renames: list[KeyRename] = Field(default_factory=list, max_length=1000)
+    drop: list[Regex] = Field(default_factory=list, max_length=1000,
+                              description="regexes of official keys with no counterpart")
 
 
 class ArchSpec(GraphSpec):
