@@ -186,6 +186,8 @@ def _charge_value(value: Any, budget: _Budget, source: str, path: str) -> None:
         problem = structure_problem(value, max_nodes=max(1, min(budget.work, 1_000_000)))
         if problem is not None and "too large" in problem:
             budget.charge_work(budget.work + 1, source, path)
+        if problem is not None:
+            raise SpecError(problem.replace("the document", "the value"), source=source, path=path)
         budget.charge_work(_count(value), source, path)
     else:
         budget.charge_work(1, source, path)

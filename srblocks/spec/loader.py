@@ -119,7 +119,7 @@ def parse_yaml(text: str, origin: str) -> Any:
     try:
         problem = _scan_events(text)
         if problem is None:
-            value = yaml.safe_load(text)
+            value = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (libyaml's when available)
             problem = structure_problem(value)  # merge keys (<<) can still expand a document
             if problem is None:
                 return value
@@ -130,12 +130,16 @@ def parse_yaml(text: str, origin: str) -> Any:
     raise SpecError(problem, source=origin)
 
 
+#: the YAML loader of spec files: PyYAML's safe loader, with libyaml's parser when it is installed (same values)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _scan_events(text: str) -> str | None:
     """Why a YAML text is too big to load (expanded size or depth), from its parser events, or None."""
     total = 0
     stack: list[list[Any]] = []  # [anchor, expanded size, height] of each open collection
     anchors: dict[str, tuple[int, int]] = {}
-    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    for event in yaml.parse(text, Loader=_LOADER):
         if isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
             if isinstance(event, yaml.ScalarEvent):
                 size, height = 1, 0
