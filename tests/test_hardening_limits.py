@@ -268,3 +268,16 @@ def test_rename_failures_and_huge_keys_are_weights_errors() -> None:
         srblocks.load_weights(model, state, official=True)
     with pytest.raises(srblocks.WeightsError, match="longer than 1000"):
         srblocks.load_weights(model, {"k" * 5000: torch.zeros(1)}, official=True)
+
+
+def test_the_shipped_search_spaces_still_build_within_the_limits() -> None:
+    """Every corner of search/*.yaml (each choice, both ends of each range) and every seed builds and passes the
+    dry run with its output contract."""
+    from srblocks.search.space import FixedSampler, load_search_space
+
+    root = Path(__file__).resolve().parents[1] / "search"
+    for path in sorted(root.glob("*.yaml")):
+        space = load_search_space(path)
+        space.check(lambda spec: build_model(spec))
+        for params in space.settings.seeds.values():
+            build_model(space.sample(FixedSampler(params, strict=False)))
