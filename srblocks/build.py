@@ -17,7 +17,7 @@ import pydantic
 import torch
 from torch import fx, nn
 
-from .errors import SpecError, clip
+from .errors import SpecError, brief, clip
 from .graph import ResolvedGraph, _counting_allocations, _describe, build_limits, resolve_graph, resolve_variables
 from .spec.loader import LoadedSpec, format_pydantic_error, load_spec
 from .spec.schema import ArchSpec, GraphSpec
@@ -134,12 +134,12 @@ def check_output_contract(out: Any, resolved: ResolvedGraph, size: tuple[int, in
     scale = resolved.variables.get("scale")
     if isinstance(scale, float) and scale.is_integer():
         scale = int(scale)
-    scale = scale if isinstance(scale, int) and not isinstance(scale, bool) and 1 <= scale <= 1 << 16 else None
+    scale = scale if isinstance(scale, int) and not isinstance(scale, bool) and scale >= 1 else None
     h, w = size
-    spatial = f"{scale * h}, {scale * w}" if scale is not None else "H', W'"
+    spatial = f"{brief(scale * h)}, {brief(scale * w)}" if scale is not None else "H', W'"
     want = f"(1, {channels}, {spatial})"
     node = resolved.outputs[0] if resolved.outputs else None
-    where = f"a model{f' with scale {scale}' if scale is not None else ''}"
+    where = f"a model{f' with scale {brief(scale)}' if scale is not None else ''}"
     if not isinstance(out, torch.Tensor):
         got = f"a {type(out).__name__}" + (f" of {len(out)}" if isinstance(out, (tuple, list)) else "")
         raise SpecError(f"the output is {got}, not a tensor: {where} maps a (1, {channels}, {h}, {w}) input to "

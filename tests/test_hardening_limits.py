@@ -281,3 +281,20 @@ def test_the_shipped_search_spaces_still_build_within_the_limits() -> None:
         space.check(lambda spec: build_model(spec))
         for params in space.settings.seeds.values():
             build_model(space.sample(FixedSampler(params, strict=False)))
+
+
+def test_python_only_values_in_a_mapping_are_bounded_or_refused() -> None:
+    """Found by the slow fuzz: pydantic expands a ``range`` (it aborted the process allocating for
+    range(10**12)); iterators could be infinite; a tensor variable broke ``x if decomposed else y``."""
+    import itertools
+
+    assert "too large" in str(_fails(_spec(notes=range(10**12))))
+    assert "iterator" in str(_fails(_spec(notes=itertools.count())))
+    spec = _spec()
+    spec["variables"]["flag"] = torch.zeros(3)
+    spec["nodes"][1] = {"repeat": "1 if flag else 0", "nodes": [spec["nodes"][1]]}
+    err = _fails(spec)
+    assert err.path == "nodes[1].repeat" and "type Tensor cannot be used in an expression" in str(err)
+    import numpy as np
+
+    assert build_model(TINY_SPEC, dim=np.int64(8)) is not None  # numpy numbers still work as overrides

@@ -195,3 +195,13 @@ def test_mask_guided_specs_keep_the_contract_in_every_mode(name: str, mode: str)
     with torch.no_grad():
         assert model(torch.rand(1, 3, 12, 16)).shape == (1, 3, 24, 32)
     assert model.mga.last.coarse.shape == (1, 3, 24, 32)
+
+
+def test_a_huge_declared_scale_is_checked_not_skipped() -> None:
+    """Found by the slow fuzz: ``scale`` overridden to 2**64 while the graph upsamples x2."""
+    spec = _spec()
+    spec["nodes"][2]["args"]["out_channels"] = 12
+    spec["nodes"][3]["args"]["scale"] = 2
+    spec["nodes"][4]["args"]["scale"] = 2
+    err = _error(spec, scale=2**64)
+    assert err.path == "output" and "broken" in str(err) and len(str(err)) < 400

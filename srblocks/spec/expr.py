@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import math
+import numbers
 import operator
 from typing import Any, Callable, Mapping
 
@@ -112,7 +113,10 @@ def _check(value: Any, work: list[int], depth: int) -> int:
         return total
     if isinstance(value, complex):
         raise ExpressionError(f"the result {brief(value)} is a complex number")
-    return 1  # other objects a caller put into the variables (left to the code that uses them)
+    if isinstance(value, numbers.Real):  # numpy scalars given as overrides
+        return _check(int(value) if isinstance(value, numbers.Integral) else float(value), work, depth)
+    raise ExpressionError(f"a value of type {type(value).__name__} cannot be used in an expression (numbers, "
+                          "strings, booleans, None, lists and mappings can)")
 
 
 def evaluate(expression: str, variables: Mapping[str, Any]) -> Any:
@@ -134,9 +138,16 @@ def evaluate(expression: str, variables: Mapping[str, Any]) -> Any:
         return _eval(tree.body, variables, work)
     except ExpressionError as exc:
         raise ExpressionError(f"in expression {brief(expression)}: {exc}") from None
-    except (ArithmeticError, TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure on the spec's values is the expression's
         raise ExpressionError(f"in expression {brief(expression)}: {type(exc).__name__}: "
-                              f"{brief(str(exc), 200)[1:-1]}") from None
+                              f"{_message(exc)}") from None
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return brief(str(exc), 200)[1:-1]
+    except Exception:  # noqa: BLE001 - a message that cannot be printed
+        return ""
 
 
 def _eval(node: ast.AST, env: Mapping[str, Any], work: list[int]) -> Any:

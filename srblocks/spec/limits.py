@@ -10,7 +10,9 @@ is a :class:`~srblocks.errors.SpecError` naming it.
 
 from __future__ import annotations
 
+import collections
 import math
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any
 
 __all__ = [
@@ -74,20 +76,29 @@ def structure_problem(value: Any, *, max_nodes: int = MAX_DOCUMENT_NODES, max_de
         count += 1
         if count > max_nodes:
             return too_large
-        if isinstance(item, (dict, list, tuple)) and item:
+        if isinstance(item, (str, bytes, bytearray)):
+            if len(item) > MAX_SPEC_BYTES:
+                return f"a string of {len(item):,} characters (more than {MAX_SPEC_BYTES:,})"
+            continue
+        if isinstance(item, range):
+            count += len(item)
+            if count > max_nodes:
+                return too_large
+            continue
+        if isinstance(item, (Iterator, Generator)):
+            return f"the document holds an iterator ({type(item).__name__}), not a list"
+        if isinstance(item, (Mapping, list, tuple, set, frozenset, collections.deque)) and item:
             if id(item) in open_ids:
                 return "the document refers to itself (a container inside itself)"
             if depth >= max_depth:
                 return f"the document is nested more than {max_depth} levels deep"
-            children = list(item.values()) if isinstance(item, dict) else item
-            count += len(item) if isinstance(item, dict) else 0
+            children = list(item.values()) if isinstance(item, Mapping) else list(item)
+            count += len(item) if isinstance(item, Mapping) else 0
             if count + len(children) > max_nodes * 2:
                 return too_large
             open_ids.add(id(item))
             stack.append((item, depth, True))
             stack.extend((v, depth + 1, False) for v in children)
-        elif isinstance(item, str) and len(item) > MAX_SPEC_BYTES:
-            return f"a string of {len(item):,} characters (more than {MAX_SPEC_BYTES:,})"
     return None
 
 
