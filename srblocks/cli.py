@@ -14,8 +14,6 @@ import json
 import sys
 from typing import Any, Callable, Sequence
 
-import yaml
-
 __all__ = ["main", "parse_overrides", "parse_size"]
 
 Command = Callable[[argparse.Namespace], int]

@@ -34,7 +34,8 @@ def _error(spec, **overrides) -> SpecError:
 
 def test_each_of_a_non_list_is_located() -> None:
     spec = _spec()
-    spec["nodes"][0] = {"repeat": 2, "nodes": [{"id": "head{i}", "block": "conv", "args": {"out_channels": {"each": 5}}}]}
+    head = {"id": "head{i}", "block": "conv", "args": {"out_channels": {"each": 5}}}
+    spec["nodes"][0] = {"repeat": 2, "nodes": [head]}
     spec["nodes"][1]["inputs"] = ["head1"]
     err = _error(spec)
     assert err.path == "nodes[0].nodes[0].args.out_channels.each" and err.node == "head0"

@@ -151,7 +151,8 @@ def test_an_output_at_the_wrong_scale_is_refused() -> None:
 
 
 def test_an_output_with_48_channels_is_refused() -> None:
-    spec = _spec(variables={"scale": 4, "dim": 8}, nodes=[{"id": "head", "block": "conv", "args": {"out_channels": 48}}])
+    head = {"id": "head", "block": "conv", "args": {"out_channels": 48}}
+    spec = _spec(variables={"scale": 4, "dim": 8}, nodes=[head])
     err = _error(spec)
     assert err.path == "output" and err.node == "head" and "(1, 48, 64, 64)" in str(err)
 
