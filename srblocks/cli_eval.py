@@ -253,7 +253,7 @@ def _upscale(args: argparse.Namespace) -> int:
                 if note:
                     tqdm.write(f"srblocks upscale: note: {src.name}: {note}", file=sys.stderr)
                 sr = upscale_image(model, image, tile=args.tile, tile_overlap=overlap,
-                                   self_ensemble=args.self_ensemble)
+                                   self_ensemble=args.self_ensemble, name=str(src))
                 try:
                     _save(dst, sr)
                 except (OSError, ValueError, KeyError) as exc:

@@ -260,3 +260,14 @@ def test_pruner_setting_selects_multi_fidelity_pruners(tmp_path) -> None:
     data["search"]["pruner"] = "asha"
     with pytest.raises(SpecError, match="pruner"):
         load_search_space(_write(tmp_path, data))
+
+
+def test_candidates_that_break_the_output_contract_fail_with_the_reason() -> None:
+    from srblocks.search.runner import InvalidCandidate
+
+    spec = {"name": "wrong_scale", "variables": {"scale": 4}, "inputs": {"image": 3}, "nodes": [
+        {"id": "head", "block": "conv", "args": {"out_channels": 12}},
+        {"id": "up", "block": "pixel_shuffle", "args": {"scale": 2}}]}
+    with pytest.raises(InvalidCandidate, match=r"output contract.*\(1, 3, 32, 32\).*expected \(1, 3, 64, 64\) at x4"):
+        evaluate_candidate(spec, parse_budgets("params=1M"), lr_size=(16, 16), threads=1, latency_runs=1,
+                           need_latency=False)

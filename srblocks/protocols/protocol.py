@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pydantic
-import yaml
 
 from ..errors import SpecError
 from ..spec.loader import format_pydantic_error
@@ -125,12 +124,9 @@ def _find(ref: str | Path, relative_to: Path | None) -> Path:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SpecError(f"invalid YAML: {exc}", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read protocol: {exc}", source=str(path)) from None
+    from ..spec.loader import read_yaml_file  # the spec limits: size, depth, expanded aliases
+
+    raw = read_yaml_file(path, str(path), what="protocol")
     if not isinstance(raw, Mapping):
         raise SpecError(f"a protocol must be a YAML mapping, got {type(raw).__name__}", source=str(path))
     return dict(raw)

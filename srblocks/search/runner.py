@@ -46,7 +46,7 @@ from typing import Any, Sequence
 import optuna
 import torch
 
-from ..build import build_model
+from ..build import build_model, model_info
 from ..deploy import deploy
 from ..errors import SpecError
 from ..profile import count_params, measure_latency, profile
@@ -249,6 +249,11 @@ def evaluate_candidate(
         measured = profile(inference, lr_size)
     except Exception as exc:  # noqa: BLE001 - a candidate that cannot run at the stated size is invalid
         raise InvalidCandidate(f"profiling at {lr_size} failed: {type(exc).__name__}: {exc}") from None
+    scale = model_info(model).variables.get("scale")
+    expected = (1, 3, lr_size[0] * scale, lr_size[1] * scale) if isinstance(scale, int) else None
+    if expected is not None and tuple(measured.output_shape) != expected:
+        raise InvalidCandidate(f"output contract: a (1, 3, {lr_size[0]}, {lr_size[1]}) input gives "
+                               f"{tuple(measured.output_shape)}, expected {expected} at x{scale}")
     metrics.update(macs=float(measured.macs), memory=float(measured.peak_memory_bytes), acts=float(measured.acts))
     if not (check("macs", metrics["macs"]) and check("memory", metrics["memory"])):
         return model, metrics, violations

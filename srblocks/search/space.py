@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping
 
 import pydantic
-import yaml
 
 from ..errors import SpecError
 from ..spec.loader import format_pydantic_error
@@ -286,10 +285,9 @@ def load_search_space(source: str | Path | Mapping[str, Any]) -> SearchSpace:
         if not path.is_file():
             raise SpecError(f"search file {str(path)!r} not found")
         origin = str(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise SpecError(f"invalid YAML: {exc}", source=origin) from None
+        from ..spec.loader import read_yaml_file  # the spec limits: size, depth, expanded aliases
+
+        raw = read_yaml_file(path, origin, what="search")
     try:
         file = SearchFile.model_validate(raw)
     except pydantic.ValidationError as exc:
