@@ -210,10 +210,30 @@ def collect(store: ResultsStore, archs: list[Arch]) -> dict[str, dict[str, Any]]
                 row["ref_long"] = r["val_psnr"]
             elif ph in short_hashes:
                 row[short_hashes[ph]] = r["val_psnr"]
+                row[short_hashes[ph] + "_curve"] = {int(i): p for i, p in r["val_curve"]}
+    _successive_halving(table, "short500", rungs=(50, 150, 500), keep=1 / 3)
     return table
 
 
-PROXIES = ("params", "macs", "grad_norm", "synflow", "embedded200", *[f"short{k}" for k in SHORT_BUDGETS])
+def _successive_halving(table: dict[str, dict[str, Any]], proxy: str, rungs: tuple[int, ...], keep: float) -> None:
+    """Offline successive halving on the validation curves of ``proxy`` runs: at each rung the best ``keep``
+    fraction (at least one) goes on; a network's score is (last rung reached, its PSNR there), written as
+    ``sha<max>`` = 100 x rung index + PSNR (a ranking key). Average cost per candidate: sum over rungs of the
+    fraction that reaches it x the iterations added there."""
+    rows = [r for r in table.values() if all(i in r.get(proxy + "_curve", {}) for i in rungs)]
+    alive = list(rows)
+    for k, rung in enumerate(rungs):
+        for r in alive:
+            r[f"sha{rungs[-1]}"] = 100 * k + r[proxy + "_curve"][rung]
+        if k < len(rungs) - 1:
+            alive = sorted(alive, key=lambda r: -r[proxy + "_curve"][rung])[:max(1, math.ceil(len(alive) * keep))]
+
+
+PROXIES = ("params", "macs", "grad_norm", "synflow", "embedded200", *[f"short{k}" for k in SHORT_BUDGETS], "sha500")
+#: cost per candidate relative to one ref_x4 run (16 x 1,000 patch samples); sha500: successive halving with
+#: rungs 50 / 150 / 500 keeping a third: 50 + 100/3 + 350/9 = 122 iterations of 8 patches on average
+COST = {"params": 0.0, "macs": 0.0, "grad_norm": 0.0, "synflow": 0.0, "embedded200": 200 * 8 / 16000,
+        **{f"short{k}": k * 8 / 16000 for k in SHORT_BUDGETS}, "sha500": (50 + 100 / 3 + 350 / 9) * 8 / 16000}
 
 
 def report(args: argparse.Namespace) -> None:
@@ -225,17 +245,17 @@ def report(args: argparse.Namespace) -> None:
              f"{len(rows)} of {len(table)} architectures have a ref_x4 result. Reference: ref_x4 validation PSNR "
              "(seed 0, Y, dB) on the 15 held-out images of T91+BSD200. Intervals: bootstrap 90 % over "
              "architectures.", "",
-             "| proxy | n | Kendall tau [90 % CI] | Spearman rho [90 % CI] |", "|---|---|---|---|"]
+             "| proxy | cost vs ref_x4 | n | Kendall tau [90 % CI] | Spearman rho [90 % CI] |", "|---|---|---|---|---|"]
     stats_by_proxy: dict[str, dict[str, Any]] = {}
     for proxy in PROXIES:
         pairs = [(r[proxy], r["ref"]) for r in rows if r.get(proxy) is not None and math.isfinite(r[proxy])]
         if len(pairs) < 3:
-            lines.append(f"| {proxy} | {len(pairs)} | – | – |")
+            lines.append(f"| {proxy} | {COST[proxy]:.3f} | {len(pairs)} | – | – |")
             continue
         s = rank_stats([p[0] for p in pairs], [p[1] for p in pairs])
         stats_by_proxy[proxy] = s
         k, sp = s["kendall"], s["spearman"]
-        lines.append(f"| {proxy} | {s['n']} | {k[0]:+.2f} [{k[1]:+.2f}, {k[2]:+.2f}] | "
+        lines.append(f"| {proxy} | {COST[proxy]:.3f} | {s['n']} | {k[0]:+.2f} [{k[1]:+.2f}, {k[2]:+.2f}] | "
                      f"{sp[0]:+.2f} [{sp[1]:+.2f}, {sp[2]:+.2f}] |")
     stable = [(r["ref"], r["ref_long"]) for r in table.values() if r.get("ref") is not None
               and r.get("ref_long") is not None]
@@ -285,7 +305,8 @@ def _scatter(rows: list[dict[str, Any]], stats_by_proxy: dict[str, dict[str, Any
     fig, axes = plt.subplots(math.ceil(len(shown) / cols), cols, figsize=(4 * cols, 3.2 * math.ceil(len(shown) / cols)),
                              squeeze=False)
     units = {"params": "params", "macs": "MACs", "grad_norm": "grad_norm at init", "synflow": "synflow at init",
-             "embedded200": "PSNR (dB), 200 it. on embedded images"}
+             "embedded200": "PSNR (dB), 200 it. on embedded images",
+             "sha500": "successive halving rank key (100 x rung + PSNR)"}
     for ax, proxy in zip(axes.flat, shown):
         pts = [(r[proxy], r["ref"], r["label"].startswith("hybrid")) for r in rows if r.get(proxy) is not None]
         for hybrid, marker, name in ((False, "*", "paper model"), (True, "o", "hybrid sample")):
