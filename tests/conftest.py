@@ -72,3 +72,13 @@ def synthetic_images(n: int = 2, size: tuple[int, int] = (48, 60), seed: int = 0
         img = 127.5 + 100 * np.stack(chans, -1) + rng.normal(0, noise, (h, w, 3))
         out.append((f"img{i}", np.clip(np.round(img), 0, 255).astype(np.uint8)))
     return out
+
+
+def spec_with(**changes) -> dict:
+    """A deep copy of TINY_SPEC with top-level keys replaced."""
+    import copy
+
+    spec = copy.deepcopy(TINY_SPEC)
+    spec.update(changes)
+    return spec
+

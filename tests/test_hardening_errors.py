@@ -3,7 +3,6 @@ them in one line with exit status 2 (a traceback only with ``--debug``). One reg
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,11 @@ import yaml
 from torch import nn
 
 import srblocks
-from conftest import TINY_SPEC, synthetic_images
+from conftest import TINY_SPEC, spec_with, synthetic_images
 from srblocks import SpecError, build_model
 from srblocks.cli import main
 from srblocks.errors import MAX_MESSAGE, SrblocksError
 from srblocks.registry import register_block
-
-
-def _spec(**changes) -> dict:
-    spec = copy.deepcopy(TINY_SPEC)
-    spec.update(changes)
-    return spec
 
 
 def _error(spec, **overrides) -> SpecError:
@@ -33,7 +26,7 @@ def _error(spec, **overrides) -> SpecError:
 
 
 def test_each_of_a_non_list_is_located() -> None:
-    spec = _spec()
+    spec = spec_with()
     head = {"id": "head{i}", "block": "conv", "args": {"out_channels": {"each": 5}}}
     spec["nodes"][0] = {"repeat": 2, "nodes": [head]}
     spec["nodes"][1]["inputs"] = ["head1"]
@@ -44,23 +37,23 @@ def test_each_of_a_non_list_is_located() -> None:
 
 @pytest.mark.parametrize("size", [[-1, -1], [0, 64], [64], "64x64", [2**63, 1], [5000, 5]])
 def test_bad_dry_run_sizes_are_located(size) -> None:
-    assert _error(_spec(dry_run_size=size)).path.startswith("dry_run_size")
+    assert _error(spec_with(dry_run_size=size)).path.startswith("dry_run_size")
 
 
 def test_an_empty_inputs_mapping_is_located() -> None:
-    assert _error(_spec(inputs={})).path == "inputs"
+    assert _error(spec_with(inputs={})).path == "inputs"
 
 
 def test_huge_integers_never_break_message_formatting() -> None:
     """Python refuses to print integers of more than 4300 digits; messages describe them instead."""
-    spec = _spec()
+    spec = spec_with()
     spec["nodes"][1] = {"repeat": 10**5000, "nodes": [spec["nodes"][1]]}
     err = _error(spec)
     assert err.path == "nodes[1].repeat" and "5001 digits" in str(err)
-    spec = _spec()
+    spec = spec_with()
     spec["nodes"][0]["args"]["out_channels"] = 10**5000
     assert _error(spec).node == "head"
-    assert "digits" in str(_error(_spec(dry_run_size=[10**5000, 1])))
+    assert "digits" in str(_error(spec_with(dry_run_size=[10**5000, 1])))
     assert _error(TINY_SPEC, dim=-(10**5000)).node == "head"
 
 
@@ -98,7 +91,7 @@ register_block("test_hardening_boom", in_channels="in_channels")(_Boom)
                                         ("memory", "MemoryError"), ("assert", "AssertionError"),
                                         ("notimpl", "NotImplementedError"), ("long", "bad x")])
 def test_any_exception_of_a_block_constructor_is_located(kind: str, name: str) -> None:
-    spec = _spec()
+    spec = spec_with()
     spec["nodes"][1] = {"id": "act", "block": "test_hardening_boom", "args": {"kind": kind}}
     err = _error(spec)
     assert err.node == "act" and err.path == "nodes[1].args" and "rejected its arguments" in str(err)
@@ -106,7 +99,7 @@ def test_any_exception_of_a_block_constructor_is_located(kind: str, name: str) -
 
 
 def test_a_real_overflow_in_a_block_is_located() -> None:
-    spec = _spec()
+    spec = spec_with()
     spec["nodes"][0]["args"]["out_channels"] = 2**70
     err = _error(spec)
     assert err.node == "head" and "Overflow" in str(err)
@@ -120,7 +113,7 @@ def _cli(capsys, *argv: str) -> tuple[int, str]:
 
 def test_cli_user_errors_are_one_line_with_exit_2(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(_spec(dry_run_size=[-1, -1])))
+    bad.write_text(yaml.safe_dump(spec_with(dry_run_size=[-1, -1])))
     deep = tmp_path / "deep.yaml"
     deep.write_text("name: d\nnodes: " + "[" * 400 + "]" * 400 + "\n")
     cases = [
@@ -160,7 +153,7 @@ def test_cli_path_errors_are_one_line_with_exit_2(tmp_path: Path, capsys) -> Non
 
 def test_cli_debug_shows_the_traceback_and_internal_errors_are_two_lines(tmp_path: Path, capsys, monkeypatch) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(_spec(inputs={})))
+    bad.write_text(yaml.safe_dump(spec_with(inputs={})))
     with pytest.raises(SpecError):
         main(["--debug", "summary", str(bad)])
     with pytest.raises(SpecError):

@@ -3,7 +3,6 @@ attributes, models that break the output contract). One regression per example."
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +12,11 @@ import yaml
 from PIL import Image
 
 import srblocks
-from conftest import TINY_SPEC, synthetic_images
+from conftest import TINY_SPEC, spec_with, synthetic_images
 from srblocks import SpecError, build_model
 from srblocks.cli import main
 from srblocks.data import SRSample
 from srblocks.errors import NonFiniteError
-
-
-def _spec(**changes) -> dict:
-    spec = copy.deepcopy(TINY_SPEC)
-    spec.update(changes)
-    return spec
 
 
 def _error(spec, **overrides) -> SpecError:
@@ -110,7 +103,7 @@ def test_finite_weights_still_evaluate(tiny) -> None:
     ("body.__dict__", "__dict__"), ("x.float.y", "float"),
 ])
 def test_ids_that_collide_with_module_attributes_are_refused(bad_id: str, part: str) -> None:
-    spec = _spec()
+    spec = spec_with()
     spec["nodes"][1]["id"] = bad_id  # the act after head; tail takes it as its (default) input
     err = _error(spec)
     assert err.path == "nodes[1]" and err.node == bad_id and f"(got {part!r})" in str(err)
@@ -120,7 +113,7 @@ def test_ids_that_collide_with_module_attributes_are_refused(bad_id: str, part: 
 def test_an_id_inside_another_nodes_block_is_refused(bad_id: str) -> None:
     """``head.weight`` would replace the conv's weight; ``head.weight.lrelu`` failed later with "'Tensor' object
     has no attribute 'lrelu'"."""
-    spec = _spec()
+    spec = spec_with()
     spec["nodes"][1]["id"] = bad_id  # the act after head; tail takes it as its (default) input
     err = _error(spec)
     assert err.path == "nodes[1]" and err.node == bad_id and "inside node 'head'" in str(err)
@@ -128,7 +121,7 @@ def test_an_id_inside_another_nodes_block_is_refused(bad_id: str) -> None:
 
 @pytest.mark.parametrize("name", ["self", "class", "__class__", "forward", ""])
 def test_graph_input_names_follow_the_same_rule(name: str) -> None:
-    spec = _spec(inputs={name: 3})
+    spec = spec_with(inputs={name: 3})
     spec["nodes"][4]["inputs"] = [name]  # up: the bilinear skip
     err = _error(spec)
     assert err.path == f"inputs.{name}" and "cannot name" in str(err)
@@ -141,7 +134,7 @@ def test_real_ids_still_build() -> None:
 
 # ------------------------------------------------------------------------------------------------ output contract
 def test_an_output_at_the_wrong_scale_is_refused() -> None:
-    spec = _spec(variables={"scale": 4, "dim": 8})
+    spec = spec_with(variables={"scale": 4, "dim": 8})
     spec["nodes"][2]["args"]["out_channels"] = 12  # tail
     spec["nodes"][3]["args"]["scale"] = 2  # shuffle
     spec["nodes"][4]["args"]["scale"] = 2  # up
@@ -152,20 +145,20 @@ def test_an_output_at_the_wrong_scale_is_refused() -> None:
 
 def test_an_output_with_48_channels_is_refused() -> None:
     head = {"id": "head", "block": "conv", "args": {"out_channels": 48}}
-    spec = _spec(variables={"scale": 4, "dim": 8}, nodes=[head])
+    spec = spec_with(variables={"scale": 4, "dim": 8}, nodes=[head])
     err = _error(spec)
     assert err.path == "output" and err.node == "head" and "(1, 48, 64, 64)" in str(err)
 
 
 def test_the_contract_checks_only_what_is_declared() -> None:
-    no_scale = _spec(variables={"dim": 8}, nodes=[{"id": "head", "block": "conv", "args": {"out_channels": 3}}])
+    no_scale = spec_with(variables={"dim": 8}, nodes=[{"id": "head", "block": "conv", "args": {"out_channels": 3}}])
     assert build_model(no_scale)(torch.rand(1, 3, 5, 6)).shape == (1, 3, 5, 6)  # no `scale`: any size
-    gray = _spec(inputs={"image": 1}, nodes=[
+    gray = spec_with(inputs={"image": 1}, nodes=[
         {"id": "head", "block": "conv", "args": {"out_channels": 4}},
         {"id": "shuffle", "block": "pixel_shuffle", "args": {"scale": 2}}])
     assert build_model(gray)(torch.rand(1, 1, 5, 6)).shape == (1, 1, 10, 12)  # channels of its own input
-    assert "(1, 1, 10, 12)" not in str(_error(_spec(inputs={"image": 1}, nodes=gray["nodes"][:1])))
-    unchecked = _spec(dry_run_size=None, nodes=[{"id": "head", "block": "conv", "args": {"out_channels": 48}}])
+    assert "(1, 1, 10, 12)" not in str(_error(spec_with(inputs={"image": 1}, nodes=gray["nodes"][:1])))
+    unchecked = spec_with(dry_run_size=None, nodes=[{"id": "head", "block": "conv", "args": {"out_channels": 48}}])
     assert build_model(unchecked)(torch.rand(1, 3, 4, 4)).shape == (1, 48, 4, 4)  # dry_run_size: null opts out
 
 
@@ -200,7 +193,7 @@ def test_mask_guided_specs_keep_the_contract_in_every_mode(name: str, mode: str)
 
 def test_a_huge_declared_scale_is_checked_not_skipped() -> None:
     """Found by the slow fuzz: ``scale`` overridden to 2**64 while the graph upsamples x2."""
-    spec = _spec()
+    spec = spec_with()
     spec["nodes"][2]["args"]["out_channels"] = 12
     spec["nodes"][3]["args"]["scale"] = 2
     spec["nodes"][4]["args"]["scale"] = 2
