@@ -135,11 +135,14 @@ def units(archs: list[Arch], store: ResultsStore, work_dir: Path) -> list[tuple[
     def wave(batch: list[Arch]) -> None:
         for a in batch:
             out.append((f"ref_x4 {a.label}", lambda a=a: protocol_unit(a, store, "ref_x4", work_dir)))
-        for a in batch:
-            for k in SHORT_BUDGETS:
-                out.append((f"short{k} {a.label}", lambda a=a, k=k: protocol_unit(
-                    a, store, short_protocol(k), work_dir, tests={}, val_every=min(k, 50))))
-            out.append((f"embedded {a.label}", lambda a=a: embedded_unit(a, store)))
+        # proxies cheapest first across the batch, so that every column fills before the costly ones start
+        for k in (50, 100, "embedded", 200, 500):
+            for a in batch:
+                if k == "embedded":
+                    out.append((f"embedded {a.label}", lambda a=a: embedded_unit(a, store)))
+                else:
+                    out.append((f"short{k} {a.label}", lambda a=a, k=k: protocol_unit(
+                        a, store, short_protocol(k), work_dir, tests={}, val_every=min(k, 50))))
 
     wave(mixed[:FIRST_WAVE])
     for a in mixed:
