@@ -231,9 +231,11 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through :func:`srblocks.fileio.atomic_write` (temporary file, fsync, rename)."""
+    from .fileio import atomic_write
+
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def _rng_state() -> dict[str, Any]:

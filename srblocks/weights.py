@@ -173,13 +173,19 @@ def check_finite(state: Mapping[str, torch.Tensor], origin: str) -> None:
 
 
 def save_weights(model: nn.Module, path: str | Path) -> Path:
-    """Save ``model.state_dict()`` as ``.safetensors`` (by suffix) or a torch file readable with weights_only."""
+    """Save ``model.state_dict()`` as ``.safetensors`` (by suffix) or a torch file readable with weights_only.
+
+    The file is written atomically (:func:`srblocks.fileio.atomic_write`): an interrupted save leaves the previous
+    file (or none), never a truncated one."""
+    from .fileio import atomic_write
+
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    with atomic_write(path) as f:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save
 
-        save_file(state, str(path))
-    else:
-        torch.save(state, path)
+            f.write(save(state))
+        else:
+            torch.save(state, f)
     return path

@@ -12,6 +12,9 @@ measured metrics, constraint values, duplicates and retries, and the worker that
   the budget as a line, and the paper models (trials with the ``seed`` user attr) labelled even when pruned;
 * ``budgets.png``: one panel per budget: objective against the measured metric, budget line, same markers;
 * ``importances.png``: Optuna's parameter importances.
+
+Every file is written atomically (:func:`srblocks.fileio.atomic_write`): an interrupted export leaves the previous
+file or none, never a truncated spec, table or plot.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Sequence
 import optuna
 import yaml
 
+from ..fileio import atomic_path, atomic_write, write_text_atomic
 from .budgets import METRIC_LABELS, describe_check, format_metric
 
 __all__ = ["export_results", "trial_rows", "winners", "budget_checks", "outcome", "objective_names",
@@ -206,11 +210,17 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     keys: list[str] = []
     for row in rows:
         keys.extend(k for k in row if k not in keys)
-    with path.open("w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+
+
+def _savefig(fig: Any, path: Path) -> None:
+    """``fig.savefig`` through :func:`srblocks.fileio.atomic_path` (a temporary file of the same name, renamed)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
 
 
 # -- plots ------------------------------------------------------------------------------------------------------------
@@ -335,7 +345,7 @@ def _objective_vs(study: optuna.Study, metric: str, out: Path, name: str) -> Non
     title = f"{study.study_name}: {objective_names(study)[0]} vs {METRIC_LABELS.get(metric, metric)}"
     ax.set_title(title + (f"\n({missing} trials not shown: {metric} not measured)" if missing else ""), fontsize=9)
     ax.legend(fontsize=7, loc="best")
-    fig.savefig(out / name, dpi=100, bbox_inches="tight")
+    _savefig(fig, out / name)
     plt.close(fig)
 
 
@@ -349,7 +359,7 @@ def _pareto_front(study: optuna.Study, out: Path) -> None:
     _scatter_trials(ax, study, study.get_trials(deepcopy=False), second, set(), skip_complete=True)
     _budget_line(ax, study, second)
     ax.legend(fontsize=7, loc="best")
-    ax.figure.savefig(out / "pareto.png", dpi=100, bbox_inches="tight")
+    _savefig(ax.figure, out / "pareto.png")
     plt.close(ax.figure)
 
 
@@ -370,7 +380,7 @@ def _budget_panels(study: optuna.Study, out: Path) -> bool:
         ax.set_title(f"{metric} budget" + (f" ({missing} trials not measured: pruned at an earlier budget or "
                                            f"failed)" if missing else ""), fontsize=9)
         ax.legend(fontsize=7, loc="best")
-    fig.savefig(out / "budgets.png", dpi=100, bbox_inches="tight")
+    _savefig(fig, out / "budgets.png")
     plt.close(fig)
     return True
 
@@ -394,7 +404,7 @@ def _plots(study: optuna.Study, out: Path) -> list[str]:
         else:
             ax = optuna.visualization.matplotlib.plot_optimization_history(
                 study, target=lambda t: t.values[0], target_name=names[0])
-        ax.figure.savefig(out / "history.png", dpi=100, bbox_inches="tight")
+        _savefig(ax.figure, out / "history.png")
         plt.close(ax.figure)
         made.append("history.png")
     finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
@@ -412,12 +422,12 @@ def _plots(study: optuna.Study, out: Path) -> list[str]:
     if len(complete) >= 3 and len(study.directions) == 1:
         try:
             ax = optuna.visualization.matplotlib.plot_param_importances(study, target_name=names[0])
-            ax.figure.savefig(out / "importances.png", dpi=100, bbox_inches="tight")
+            _savefig(ax.figure, out / "importances.png")
             plt.close(ax.figure)
             made.append("importances.png")
         except (RuntimeError, ValueError) as exc:  # e.g. every trial sampled the same values
             problems.append(f"importances: {exc}")
-    (out / "plots.txt").write_text("\n".join(made + problems) + "\n")
+    write_text_atomic(out / "plots.txt", "\n".join(made + problems) + "\n")
     return made
 
 
@@ -426,20 +436,21 @@ def export_results(study: optuna.Study, out_dir: str | Path) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)
-    (out / "trials.json").write_text(json.dumps(rows, indent=1, default=str))
+    write_text_atomic(out / "trials.json", json.dumps(rows, indent=1, default=str))
     _write_csv(rows, out / "trials.csv")
     best = winners(study)
     written = []
     if len(study.directions) == 1 and best:
         path = out / "best.yaml"
-        path.write_text(yaml.safe_dump(_spec_of(study, best[0], f"{study.study_name}_best"), sort_keys=False))
+        write_text_atomic(path, yaml.safe_dump(_spec_of(study, best[0], f"{study.study_name}_best"),
+                                               sort_keys=False))
         written.append(str(path))
     elif best:
         (out / "pareto").mkdir(exist_ok=True)
         for t in best:
             path = out / "pareto" / f"trial{t.number}.yaml"
-            path.write_text(yaml.safe_dump(_spec_of(study, t, f"{study.study_name}_trial{t.number}"),
-                                           sort_keys=False))
+            write_text_atomic(path, yaml.safe_dump(_spec_of(study, t, f"{study.study_name}_trial{t.number}"),
+                                                   sort_keys=False))
             written.append(str(path))
     plots = _plots(study, out)
     states: dict[str, int] = {}
@@ -453,5 +464,5 @@ def export_results(study: optuna.Study, out_dir: str | Path) -> dict[str, Any]:
                                  "outcome": r["outcome"]} for r in rows if r["seed"]],
                "best": [{"number": t.number, "values": t.values, "seed": _paper_model(study, t),
                          "params": t.user_attrs.get("params"), "outcome": outcome(study, t)} for t in best]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary
