@@ -26,7 +26,9 @@ Accepted image inputs (each argument independently):
   output in the model's own range (1.0 for most models, 255.0 for EDSR-style ``rgb_range=255`` models).
 * torch ``uint8`` in the same layouts: 0..255.
 
-All arithmetic after the uint8 quantisation is float64 numpy (vectorised; single-threaded, deterministic).
+All arithmetic after the uint8 quantisation is float64 numpy (vectorised; single-threaded, deterministic). The
+quantisation and the Y conversion run in row bands of about 8 MB, so they need no full-size float64 copy of the
+image (same values as a whole-image conversion, element by element).
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ _SSIM_K2 = 0.03
 _SSIM_WIN = 11
 _SSIM_SIGMA = 1.5
 
+
+
+#: float64 elements processed at a time by the band-wise conversions (8 MB)
+_BAND_ELEMENTS = 1 << 20
+
+
+def _row_bands(rows: int, row_elements: int) -> list[tuple[int, int]]:
+    """(start, stop) row ranges of about :data:`_BAND_ELEMENTS` elements each (at least one row)."""
+    step = max(1, _BAND_ELEMENTS // max(1, row_elements))
+    return [(r, min(rows, r + step)) for r in range(0, rows, step)]
 
 
 def to_uint8_image(img: np.ndarray | torch.Tensor, *, value_range: float = 1.0) -> np.ndarray:
@@ -88,8 +100,14 @@ def to_uint8_image(img: np.ndarray | torch.Tensor, *, value_range: float = 1.0) 
     if arr.dtype == np.uint8:
         out = arr
     elif np.issubdtype(arr.dtype, np.floating):
-        scaled = np.clip(arr.astype(np.float64), 0.0, float(value_range)) * (255.0 / float(value_range))
-        out = np.round(scaled).astype(np.uint8)
+        # float64 arithmetic row band by row band: the result is the same, element by element, as converting
+        # the whole image at once, without a full-size float64 copy (a 16000x12000 SR image would need 4.6 GB)
+        vr = float(value_range)
+        out = np.empty(arr.shape, dtype=np.uint8)
+        for r0, r1 in _row_bands(arr.shape[0], arr.shape[1] * arr.shape[2]):
+            scaled = np.clip(arr[r0:r1].astype(np.float64), 0.0, vr)
+            scaled *= 255.0 / vr
+            out[r0:r1] = np.round(scaled, out=scaled)
     else:
         raise TypeError(f"unsupported image dtype {arr.dtype}: use uint8 (0..255) or float (0..value_range)")
     if out.shape[2] == 1:
@@ -118,11 +136,17 @@ def rgb_to_y(rgb: np.ndarray | torch.Tensor, *, rounding: YRounding = "float") -
         # HPINet's test.py: quantize(skimage.color.rgb2ycbcr(img)[..., 0]). Mimic scikit-image's arithmetic
         # (x * (1/255), then the 3x3 matrix product) so that the 194 RGB colours whose exact Y is k + 0.5 round
         # the same way; np.round rounds ties to even like HPINet's ``quantize``.
-        ycc = np.multiply(rgb, 1.0 / 255.0, dtype=np.float64) @ _YCBCR_FROM_RGB.T
-        return np.clip(np.round(ycc[..., 0] + 16.0), 0.0, 255.0)
+        # Computed in row bands (no full-size (H, W, 3) float64 intermediate); each pixel's arithmetic is the same.
+        y = np.empty(rgb.shape[:2], dtype=np.float64)
+        for r0, r1 in _row_bands(rgb.shape[0], rgb.shape[1] * 3):
+            ycc = np.multiply(rgb[r0:r1], 1.0 / 255.0, dtype=np.float64) @ _YCBCR_FROM_RGB.T
+            y[r0:r1] = np.clip(np.round(ycc[..., 0] + 16.0), 0.0, 255.0)
+        return y
     if rounding != "float":
         raise ValueError(f"y_rounding must be 'float' or 'uint8', got {rounding!r}")
-    y = (rgb.astype(np.float64) / 255.0) @ _Y_COEFFS + 16.0
+    y = np.empty(rgb.shape[:2], dtype=np.float64)
+    for r0, r1 in _row_bands(rgb.shape[0], rgb.shape[1] * 3):
+        y[r0:r1] = (rgb[r0:r1].astype(np.float64) / 255.0) @ _Y_COEFFS + 16.0
     return y
 
 
