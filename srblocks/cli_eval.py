@@ -211,28 +211,70 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _save(path: Path, image: Any) -> None:
-    from PIL import Image
+def _image_failure(exc: BaseException, name: str) -> str | None:
+    """One line naming ``name`` and the reason an image failed, or None for an internal error (re-raised)."""
+    from .cli import _model_failure, _one_line, _user_error_message
 
-    options: dict[str, Any] = {}
-    if path.suffix.lower() in (".jpg", ".jpeg", ".webp"):
-        options["quality"] = 95
-    Image.fromarray(image).save(path, **options)
+    message = _user_error_message(exc) or _model_failure(exc)
+    out_of_memory = isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "memory" in str(exc).lower())
+    if message is None and (out_of_memory or isinstance(exc, ValueError)):
+        message = _one_line(f"out of memory ({type(exc).__name__}: {exc}); use a smaller --tile" if out_of_memory
+                            else exc)
+    if message is None:
+        return None
+    return message if name in message else f"{name}: {message}"
+
+
+def _write_upscaled(dst: Path, job: Any) -> None:
+    """Write a :class:`~srblocks.evaluate.TiledUpscale` result atomically: PNG streamed band by band (memory: one
+    band); other formats through Pillow, after checking that the image and Pillow's copy fit in memory."""
+    from .data.io import image_format, write_image, write_png_rows
+    from .evaluate import check_fits
+
+    try:
+        fmt = image_format(dst)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if fmt == "PNG":
+        try:
+            write_png_rows(dst, job.shape[0], job.shape[1], job.bands())
+        except OSError as exc:  # the file system (full disk, permissions); model errors pass through unchanged
+            raise CliError(f"cannot write {str(dst)!r}: {exc.strerror or exc}") from exc
+        return
+    h, w = job.shape[:2]
+    check_fits(job.nbytes + h * w * 4, f"{job.name}: writing the {h}x{w} output as {fmt} (the image and "
+                                       f"Pillow's 4-byte copy; PNG outputs are streamed in row bands: --ext png)")
+    image = job.to_array()
+    try:
+        write_image(dst, image, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    except (OSError, ValueError, KeyError) as exc:  # Pillow's encoders: size limits of the format, full disk, ...
+        raise CliError(f"cannot write {str(dst)!r}: {exc}") from exc
 
 
 @command("upscale", _configure_upscale)
 def _upscale(args: argparse.Namespace) -> int:
-    """Super-resolve image files (keeps file names; tiled for bounded memory)."""
+    """Super-resolve image files (keeps file names; tiled for bounded memory).
+
+    Each output is written atomically (never a truncated file; PNG streamed in row bands). An image that cannot
+    be read, processed or written is reported (its name and the reason) and the others are processed; the exit
+    status is then 1."""
     from tqdm.auto import tqdm
 
-    from .data import ImageReadError, read_image
-    from .evaluate import DEFAULT_TILE_OVERLAP, upscale_image
+    from .data import read_image
+    from .evaluate import DEFAULT_TILE_OVERLAP, TiledUpscale
 
     inputs = _collect_inputs(args.inputs)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise CliError(f"output {str(out_dir)!r} exists and is not a folder")
     outputs = _plan_outputs(inputs, out_dir, args.ext, args.overwrite)
+    if args.ext is not None:
+        from .data.io import image_format
+
+        try:
+            image_format(outputs[0])
+        except ValueError as exc:
+            raise CliError(f"--ext {args.ext}: {exc}") from None
     overlap = DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
     if overlap < 0:
         raise CliError(f"--tile-overlap must be >= 0, got {overlap}")
@@ -245,22 +287,23 @@ def _upscale(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(src.name)
                 try:
                     image = read_image(src)
-                except ImageReadError as exc:
-                    tqdm.write(f"srblocks upscale: error: {exc}", file=sys.stderr)
-                    failures += 1
-                    continue
-                note = _conversion_note(src)
-                if note:
-                    tqdm.write(f"srblocks upscale: note: {src.name}: {note}", file=sys.stderr)
-                sr = upscale_image(model, image, tile=args.tile, tile_overlap=overlap,
-                                   self_ensemble=args.self_ensemble, name=str(src))
-                try:
-                    _save(dst, sr)
-                except (OSError, ValueError, KeyError) as exc:
-                    tqdm.write(f"srblocks upscale: error: cannot write {str(dst)!r}: {exc}", file=sys.stderr)
+                    note = _conversion_note(src)
+                    if note:
+                        tqdm.write(f"srblocks upscale: note: {src.name}: {note}", file=sys.stderr)
+                    job = TiledUpscale(model, image, tile=args.tile, tile_overlap=overlap,
+                                       self_ensemble=args.self_ensemble, name=str(src))
+                    del image  # the job holds it
+                    _write_upscaled(dst, job)
+                    del job
+                except Exception as exc:  # noqa: BLE001 - one image's failure is reported, the others go on
+                    message = _image_failure(exc, str(src))
+                    if message is None:
+                        raise
+                    tqdm.write(f"srblocks upscale: error: {message}", file=sys.stderr)
                     failures += 1
     done = len(inputs) - failures
-    print(f"{done} of {len(inputs)} image(s) written to {out_dir}", file=sys.stderr)
+    print(f"{done} of {len(inputs)} image(s) written to {out_dir}" +
+          (f"; {failures} failed (reported above)" if failures else ""), file=sys.stderr)
     return 0 if failures == 0 else 1
 
 
@@ -288,7 +331,10 @@ def _configure_eval(p: argparse.ArgumentParser) -> None:
 
 @command("eval", _configure_eval)
 def _eval(args: argparse.Namespace) -> int:
-    """PSNR/SSIM per image and mean on benchmark sets, with the spec's protocol."""
+    """PSNR/SSIM per image and mean on benchmark sets, with the spec's protocol.
+
+    An image that cannot be read, processed or scored is reported (its name and the reason) and left out; the
+    others are scored and the exit status is then 2 (the means are not the whole set's)."""
     from .build import model_info
     from .evaluate import DEFAULT_TILE_OVERLAP, evaluate
 
@@ -296,23 +342,36 @@ def _eval(args: argparse.Namespace) -> int:
         model = load_model_for_inference(args)
         info = model_info(model)
         results = []
+        failed = 0
         for folder in args.data:
             try:
                 r = evaluate(model, folder, y_channel=not args.rgb, y_rounding=args.y_rounding,
                              crop_border=args.crop_border, self_ensemble=args.self_ensemble, tile=args.tile,
                              tile_overlap=DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,
-                             compute_ssim=not args.no_ssim, progress=not args.json)
-            except (FileNotFoundError, ValueError) as exc:  # ImageReadError is a ValueError
+                             compute_ssim=not args.no_ssim, progress=not args.json, errors="skip")
+            except (FileNotFoundError, ValueError) as exc:  # a missing or unusable folder
                 raise CliError(str(exc)) from None
+            for failure in r.failures:
+                name = f"{r.dataset}/{failure.name}"
+                message = _image_failure(failure.error, name) if failure.error is not None else None
+                if message is None and failure.error is not None:
+                    raise failure.error
+                print(f"srblocks eval: error: {message or name + ': ' + failure.reason}", file=sys.stderr)
+                failed += 1
             results.append(r)
     if args.json:
         print(json.dumps({"spec": info.spec.name, "variables": info.variables, "weights": args.weights,
                           "deploy": args.deploy, "results": [r.as_dict() for r in results]}, indent=2))
-        return 0
-    print(f"{info.spec.name}  ({', '.join(f'{k}={v}' for k, v in info.variables.items())})  weights {args.weights}")
-    for r in results:
-        print()
-        print(r.format_table())
+    else:
+        print(f"{info.spec.name}  ({', '.join(f'{k}={v}' for k, v in info.variables.items())})  weights "
+              f"{args.weights}")
+        for r in results:
+            print()
+            print(r.format_table())
+    if failed:
+        print(f"srblocks eval: {failed} image(s) could not be scored (reported above); the means leave them out",
+              file=sys.stderr)
+        return 2
     return 0
 
 

@@ -27,6 +27,14 @@ takes from the model's spec, so that a spec reproduces its paper's table without
 * **Self-ensemble x8** (``self_ensemble=True``, the "+" rows of EDSR/RCAN/HPUN): the model runs on the 8 images
   obtained with {identity, horizontal flip} x {identity, vertical flip} x {identity, transpose}; each output is
   transformed back and the 8 float outputs are averaged (EDSR ``forward_x8``) before rounding.
+* **Memory** (:class:`TiledUpscale`, used by :func:`upscale_image`, :func:`evaluate` and ``srblocks upscale``):
+  each tile's output is rounded to uint8 straight into a row band of the result, so no full-size float SR tensor
+  (12 bytes per output pixel) is ever made; ``srblocks upscale`` streams the bands to the PNG encoder
+  (:func:`srblocks.data.io.write_png_rows`), so a tiled PNG output needs memory for one band, whatever the image
+  size. Whole-image results that do not fit in memory raise :class:`ImageTooLargeError` (naming the image and the
+  limit) before allocating.
+* **Minimum input size**: an image or tile the model cannot process raises :class:`InputTooSmallError` stating
+  the model's smallest input, found on the meta device (:func:`minimum_input_size`: SAFMN 8x8, RFDN 15x15).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import itertools
 import math
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
@@ -44,9 +53,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import PairedImageDataset, SRSample, image_to_tensor, read_image, tensor_to_image
-from .errors import NonFiniteError
-from .metrics import YRounding, psnr, ssim
+from .data import PairedImageDataset, SRSample, image_to_tensor, read_image
+from .errors import NonFiniteError, SrblocksError
+from .metrics import YRounding, psnr, ssim, to_uint8_image
 
 __all__ = [
     "DEFAULT_TILE_OVERLAP",
@@ -59,6 +68,13 @@ __all__ = [
     "inference_settings",
     "InferenceSettings",
     "check_finite_output",
+    "TiledUpscale",
+    "InputTooSmallError",
+    "ImageTooLargeError",
+    "minimum_input_size",
+    "available_memory",
+    "check_fits",
+    "ImageFailure",
 ]
 
 #: LR pixels of context around each tile (FMEN-S needs 31; see the module docstring)
@@ -248,6 +264,334 @@ def upscale_tensor(
         return total / len(_DIHEDRAL)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# bounded-memory inference: uint8 row bands, minimum input size, memory limits
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class InputTooSmallError(SrblocksError, ValueError):
+    """An image (or a tile of it) is smaller than the smallest input the model can process."""
+
+
+class ImageTooLargeError(SrblocksError, MemoryError):
+    """An image needs more memory than is available; raised before anything large is allocated."""
+
+
+#: model -> (min height, min width) in LR pixels, or None where unknown (see :func:`minimum_input_size`)
+_MIN_SIZES: "weakref.WeakKeyDictionary[nn.Module, tuple[int, int] | None]" = weakref.WeakKeyDictionary()
+#: largest side tried by :func:`minimum_input_size`
+_MIN_SIZE_LIMIT = 4096
+#: untiled images with more LR pixels than this are checked against the available memory before inference
+_CHECKED_PIXELS = 1024 * 1024
+
+
+def _model_name(model: nn.Module) -> str:
+    from .build import model_info
+
+    try:
+        return repr(model_info(model).spec.name)
+    except TypeError:
+        return type(model).__name__
+
+
+def minimum_input_size(model: nn.Module) -> tuple[int, int] | None:
+    """The smallest LR input (height, width) in pixels that ``model`` can process, or None where unknown.
+
+    Found by forward passes on the ``meta`` device (shapes only, no arithmetic: milliseconds per pass): the
+    smallest square side in powers of two from 64 that works gives the reference side R; the minimum height is
+    the smallest h <= R (binary search) for which an (h, R) input works, the minimum width likewise. Cached per
+    model object. None when no input up to 4096 x 4096 works on the meta device (e.g. an operation without a meta
+    kernel): callers then skip the check. Examples (x4): SAFMN 8 x 8 (adaptive max-pooling to H/8), RFDN 15 x 15
+    (ESA's strided convolution and 7x7 pooling), FSRCNN and FMEN-S 1 x 1.
+    """
+    if model in _MIN_SIZES:
+        return _MIN_SIZES[model]
+    state = {name: torch.empty_like(t, device="meta")
+             for name, t in itertools.chain(model.named_parameters(), model.named_buffers())}
+
+    def works(h: int, w: int) -> bool:
+        try:
+            torch.func.functional_call(model, state, (torch.empty(1, 3, h, w, device="meta"),), strict=False)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not at this size"
+            return False
+
+    def smallest(ok: Any, hi: int) -> int:  # smallest n in [1, hi] with ok(n), given ok(hi)
+        lo = 0  # ok(lo) is False (or lo == 0)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+        return hi
+
+    result: tuple[int, int] | None = None
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            side = 64
+            while side <= _MIN_SIZE_LIMIT and not works(side, side):
+                side *= 2
+            if side <= _MIN_SIZE_LIMIT:
+                result = (smallest(lambda h: works(h, side), side), smallest(lambda w: works(side, w), side))
+    finally:
+        model.train(was)
+    _MIN_SIZES[model] = result
+    return result
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_available() -> int | None:
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:
+            return max(0, int(limit) - usage)
+        return None
+    return None
+
+
+def available_memory(device: torch.device | str | None = None) -> int | None:
+    """Bytes this process can still allocate, or None where unknown.
+
+    Host (default): ``MemAvailable`` from ``/proc/meminfo``, lowered to the cgroup limit minus its usage when the
+    process runs in a memory-limited container. CUDA device: the free memory ``torch.cuda.mem_get_info`` reports.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(dev)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    if dev.type != "cpu":
+        return None
+    known = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
+    return min(known) if known else None
+
+
+def _gib(n: float) -> str:
+    """A byte count for messages: GiB with one decimal, or MiB below 1 GiB."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def check_fits(nbytes: int, what: str, device: torch.device | str | None = None) -> None:
+    """Raise :class:`ImageTooLargeError` ("``what`` needs X GiB, Y GiB available") if ``nbytes`` does not fit."""
+    free = available_memory(device)
+    if free is not None and nbytes > free:
+        where = "" if device is None or torch.device(device).type == "cpu" else f" on {device}"
+        raise ImageTooLargeError(f"{what} needs {_gib(nbytes)}, more than the {_gib(free)} of memory available{where}")
+
+
+def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a uint8 numpy image or an image path, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"expected uint8 pixels (0..255), got {image.dtype}: convert the image to 8 bit "
+                        "(files are converted by srblocks.data.read_image)")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ValueError(f"expected an (H, W, 3) RGB or (H, W) grayscale image, got shape {image.shape}; "
+                         "drop an alpha channel first (read_image does)")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return image
+
+
+class TiledUpscale:
+    """One image super-resolved tile by tile into uint8 row bands: memory bounded by one band, not the image.
+
+    The LR image is cut into the grid of cores of :func:`upscale_tensor` (``tile``, ``tile_overlap``; no tiling:
+    one core, the whole image). A band is one row of cores: each core is converted to float in the model's input
+    range, run with its context (and self-ensembled: the 8 flips/transposes of the same tile, averaged), cropped,
+    checked for non-finite values and rounded to uint8 into the band (``srblocks.metrics.to_uint8_image``), so no
+    full-size float SR tensor exists. The pixels equal ``tensor_to_image(upscale_tensor(...))`` exactly without
+    self-ensemble (tiled or not) and with self-ensemble untiled; tiled with self-ensemble, the tiles are cut in
+    the original image for all 8 variants (``upscale_tensor`` cuts each transformed image anew), which gives the
+    same pixels when the grid is mirror-symmetric and otherwise differs only where ``tile_overlap`` does not cover
+    the receptive field.
+
+    Memory (host): the uint8 LR image, one band of uint8 output (band rows x ``width`` x 3 bytes; for a 4000x3000
+    LR image at x4 with ``tile=512``: 2000 x 16000 x 3 = 96 MB) and one tile's activations. Without tiling the
+    model's own activations for the whole image: an image of more than 1024 x 1024 LR pixels is first checked
+    against the available memory with a meta-device estimate (:func:`srblocks.profile`), raising
+    :class:`ImageTooLargeError` instead of allocating.
+
+    Args:
+        model, tile, tile_overlap, self_ensemble: as :func:`upscale_tensor`.
+        image: uint8 (H, W, 3) RGB or (H, W) grayscale array (expanded to RGB).
+        input_range: the model's input range (default: its spec's).
+        scale: the scale factor (default: the model's ``scale`` variable; otherwise measured on the first tile).
+        name: the image's name in error messages (a file name).
+
+    Attributes:
+        shape: (H * scale, W * scale, 3) of the output.
+        scale, lr_size ((H, W) in LR pixels), tile (core side in LR pixels or None).
+
+    Raises (from the constructor or while iterating :meth:`bands`; messages start with ``name``):
+        InputTooSmallError: the image, or a tile of it, is smaller than :func:`minimum_input_size`.
+        ImageTooLargeError: whole-image inference that does not fit in memory.
+        NonFiniteError: NaN or infinite outputs.
+        ValueError: a model that does not upscale (B, 3, h, w) to (B, 3, h*s, w*s).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        image: np.ndarray,
+        *,
+        tile: TileArg = None,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        self_ensemble: bool = False,
+        input_range: float | None = None,
+        scale: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        image = _as_rgb_uint8(image)
+        if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, (int, np.integer)) or tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be a non-negative integer, got {tile_overlap!r}")
+        h, w = image.shape[:2]
+        self.model, self.image, self.self_ensemble = model, image, bool(self_ensemble)
+        self.lr_size = (int(h), int(w))
+        self.name = name or f"the {h}x{w} image"
+        if h < 1 or w < 1:
+            raise InputTooSmallError(f"{self.name}: the image is empty ({h}x{w} pixels)")
+        settings = inference_settings(model)
+        self.value_range = float(input_range) if input_range is not None else settings.input_range
+        self.device = _model_device(model)
+        self.tile = _resolve_tile(tile, h, w)
+        tiled = self.tile is not None and (h > self.tile or w > self.tile)
+        self.overlap = int(tile_overlap) if tiled else 0
+        rows = _splits(h, self.tile) if tiled else [(0, h)]
+        cols = _splits(w, self.tile) if tiled else [(0, w)]
+        self._grid = [((y0, y1), cols) for y0, y1 in rows]
+        self._tiled = tiled
+        self._first: np.ndarray | None = None
+        if not tiled and h * w > _CHECKED_PIXELS:
+            self._check_whole_image_memory()
+        self.scale = _resolve_scale(settings.scale, scale) if (scale is not None or settings.scale is not None) \
+            else None
+        if self.scale is None:  # not built from a spec: measure the scale on the first tile (kept for bands())
+            (y0, y1), cols = self._grid[0]
+            self._first = self._tile(y0, y1, *cols[0])
+        assert self.scale is not None
+        self.shape = (h * self.scale, w * self.scale, 3)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the whole uint8 output image."""
+        return self.shape[0] * self.shape[1] * 3
+
+    def _check_whole_image_memory(self) -> None:
+        from .profile import profile
+
+        h, w = self.lr_size
+        try:
+            need = profile(self.model, (h, w)).peak_memory_bytes
+        except Exception:  # noqa: BLE001 - no estimate (no meta kernel, ...): inference itself will tell
+            return
+        check_fits(need, f"{self.name}: running the model on the whole {h}x{w} image (no tiling; meta-device "
+                         f"estimate, tile it with tile='auto' or --tile N)", self.device)
+
+    def _too_small(self, th: int, tw: int) -> str | None:
+        """The message for a th x tw LR input below the model's minimum, or None."""
+        least = minimum_input_size(self.model)
+        if least is None or (th >= least[0] and tw >= least[1]):
+            return None
+        h, w = self.lr_size
+        need = f"{least[0]}x{least[1]} LR pixels (height x width)"
+        model = _model_name(self.model)
+        if h < least[0] or w < least[1]:
+            return (f"{self.name}: the image is {h}x{w} pixels, smaller than the {need} the model {model} needs "
+                    f"at least (its smallest input, found by forward passes on the meta device)")
+        return (f"{self.name}: a {th}x{tw} tile is smaller than the {need} the model {model} needs at least: "
+                f"use a larger tile (at least {max(least)}) or tile overlap")
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        if not self.self_ensemble:
+            return model(x)
+        total: torch.Tensor | None = None
+        for t in _DIHEDRAL:
+            y = _invert(model(_apply(x, *t)), *t)
+            total = y.clone() if total is None else total.add_(y)
+        assert total is not None
+        return total / len(_DIHEDRAL)
+
+    def _tile(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """uint8 (rows, cols, 3) output of the LR core [y0:y1, x0:x1]."""
+        h, w = self.lr_size
+        ov = self.overlap
+        py0, py1, px0, px1 = max(0, y0 - ov), min(h, y1 + ov), max(0, x0 - ov), min(w, x1 + ov)
+        th, tw = py1 - py0, px1 - px0
+        x = image_to_tensor(self.image[py0:py1, px0:px1], value_range=self.value_range)[None].contiguous()
+        x = x.to(self.device)
+        with _inference(self.model):
+            try:
+                o = self._forward(x)
+            except Exception as exc:
+                message = None if isinstance(exc, SrblocksError) else self._too_small(th, tw)
+                if message is None:
+                    raise
+                raise InputTooSmallError(message) from exc
+        del x
+        what = f"{th}x{tw} LR tile" if self._tiled else f"{th}x{tw} LR image"
+        if self.scale is None:
+            self.scale = o.shape[-1] // tw if o.dim() == 4 else 0
+        s = self.scale
+        if o.dim() != 4 or tuple(o.shape[1:]) != (3, th * s, tw * s) or s < 1:
+            raise ValueError(f"{self.name}: the model turned a {what} into {tuple(o.shape)}, expected "
+                             f"(1, 3, {th * s}, {tw * s}) at x{s}" if s >= 1 else
+                             f"{self.name}: the model turned a {what} into {tuple(o.shape)}, not an upscaling")
+        core = o[..., (y0 - py0) * s : (y1 - py0) * s, (x0 - px0) * s : (x1 - px0) * s]
+        where = "" if not self._tiled else f" (tile of LR rows {y0}-{y1}, columns {x0}-{x1})"
+        check_finite_output(core, self.name + where)
+        return to_uint8_image(core.float().cpu(), value_range=self.value_range)
+
+    def bands(self) -> Iterator[np.ndarray]:
+        """uint8 (rows, W * scale, 3) bands of the output, top to bottom (each band is a new array)."""
+        s = self.scale
+        assert s is not None
+        width = self.shape[1]
+        for (y0, y1), cols in self._grid:
+            band = np.empty(((y1 - y0) * s, width, 3), dtype=np.uint8)
+            for x0, x1 in cols:
+                if self._first is not None:
+                    part, self._first = self._first, None
+                else:
+                    part = self._tile(y0, y1, x0, x1)
+                band[:, x0 * s : x1 * s] = part
+            yield band
+
+    def to_array(self) -> np.ndarray:
+        """The whole uint8 (H * scale, W * scale, 3) output; its size is checked against the available memory
+        first (:class:`ImageTooLargeError`, naming the image and the limit)."""
+        h, w = self.shape[:2]
+        check_fits(self.nbytes + self.nbytes // max(1, len(self._grid)),
+                   f"{self.name}: the {h}x{w} uint8 SR image (write it in row bands: srblocks upscale streams PNG "
+                   f"outputs, TiledUpscale.bands())")
+        out = np.empty(self.shape, dtype=np.uint8)
+        row = 0
+        for band in self.bands():
+            out[row : row + band.shape[0]] = band
+            row += band.shape[0]
+        return out
+
+
 def upscale_image(
     model: nn.Module,
     image: np.ndarray | str | os.PathLike[str],
@@ -263,37 +607,36 @@ def upscale_image(
     The image is fed in the model's input range (from its spec, or ``input_range``), the output clamped, scaled
     and rounded to uint8. Files are read with :func:`srblocks.data.read_image` (grayscale expanded to RGB, alpha
     dropped, 16-bit reduced to 8-bit; corrupt or truncated files raise :class:`~srblocks.data.ImageReadError`).
-    Tiling and self-ensemble as in :func:`upscale_tensor`.
+    Tiling and self-ensemble as in :func:`upscale_tensor`; computed tile by tile into the uint8 result
+    (:class:`TiledUpscale`): with tiling, memory is the uint8 output plus one tile's work, not a float SR tensor.
 
     Raises:
         TypeError / ValueError: an array that is not 8-bit RGB or grayscale.
+        InputTooSmallError: an image (or tile) below the model's :func:`minimum_input_size`, stating the minimum.
+        ImageTooLargeError: the output (or untiled inference) does not fit in the available memory.
         NonFiniteError: the model output has NaN or infinite values (named ``name``, default the file name).
     """
     if isinstance(image, (str, os.PathLike)):
         name = name or str(image)
         image = read_image(image)
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"expected a uint8 numpy image or an image path, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise TypeError(f"expected uint8 pixels (0..255), got {image.dtype}: convert the image to 8 bit "
-                        "(files are converted by srblocks.data.read_image)")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3):
-        raise ValueError(f"expected an (H, W, 3) RGB or (H, W) grayscale image, got shape {image.shape}; "
-                         "drop an alpha channel first (read_image does)")
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    vr = float(input_range) if input_range is not None else inference_settings(model).input_range
-    x = image_to_tensor(image, value_range=vr)[None].contiguous().to(_model_device(model))
-    y = upscale_tensor(model, x, tile=tile, tile_overlap=tile_overlap, self_ensemble=self_ensemble)
-    check_finite_output(y, name or f"the {image.shape[0]}x{image.shape[1]} image")
-    return tensor_to_image(y.float().cpu(), value_range=vr)
+    job = TiledUpscale(model, image, tile=tile, tile_overlap=tile_overlap, self_ensemble=self_ensemble,
+                       input_range=input_range, name=name)
+    return job.to_array()
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # evaluation
 # ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """An image that could not be scored (``evaluate(..., errors="skip")``): its name, the reason in one line and
+    the exception (for callers that format it themselves)."""
+
+    name: str
+    reason: str
+    error: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -321,6 +664,8 @@ class EvalResult:
     self_ensemble: bool
     tile: int | str | None
     images: list[ImageResult] = field(default_factory=list)
+    #: images that failed (only with ``errors="skip"``); the means are over ``images`` only
+    failures: list[ImageFailure] = field(default_factory=list)
 
     @property
     def mean_psnr(self) -> float:
@@ -363,6 +708,7 @@ class EvalResult:
                  "lr_generated": r.lr_generated}
                 for r in self.images
             ],
+            "failures": [{"name": f.name, "reason": f.reason} for f in self.failures],
         }
 
     def format_table(self) -> str:
@@ -377,6 +723,9 @@ class EvalResult:
                          f"{r.seconds:>6.2f}s")
         ms = self.mean_ssim
         lines.append(f"  {'mean':<{width}}  {self.mean_psnr:>9.4f}  {(f'{ms:.4f}' if ms is not None else '-'):>6}")
+        if self.failures:
+            lines.append(f"  ({len(self.failures)} image(s) failed and are not in the mean: "
+                         f"{', '.join(f.name for f in self.failures)})")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -416,6 +765,7 @@ def evaluate(
     input_range: float | None = None,
     name: str | None = None,
     progress: bool = False,
+    errors: Literal["raise", "skip"] = "raise",
 ) -> EvalResult:
     """PSNR/SSIM of ``model`` on a benchmark set, exactly as the SR papers compute them.
 
@@ -437,6 +787,11 @@ def evaluate(
         input_range: override the spec's input range (rarely needed).
         name: dataset name for the report (default: the folder name).
         progress: show a tqdm progress bar.
+        errors: ``"raise"`` (default): the first image that cannot be read, processed or scored raises;
+            ``"skip"``: it is recorded in ``EvalResult.failures`` (name and reason) and the other images are scored.
+
+    Each SR image is computed tile by tile (or as one tile) straight into uint8 (:class:`TiledUpscale`); the
+    ``seconds`` of an image are its inference time including that conversion.
 
     Returns:
         :class:`EvalResult` with ``images`` (per-image :class:`ImageResult`), ``mean_psnr`` and ``mean_ssim``.
@@ -451,6 +806,8 @@ def evaluate(
     samples, default_name = _samples(data, s)
     result = EvalResult(dataset=name or default_name, scale=s, y_channel=y_channel, y_rounding=rounding,
                         crop_border=border, input_range=vr, self_ensemble=self_ensemble, tile=tile)
+    if errors not in ("raise", "skip"):
+        raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
     device = _model_device(model)
     from tqdm.auto import tqdm
 
@@ -458,24 +815,37 @@ def evaluate(
     bar = tqdm(indices, desc=f"eval {result.dataset}", unit="img", disable=None if progress else True, leave=False)
     with bar:
         for i in bar:
-            sample = samples[i]
-            x = image_to_tensor(sample.lr, value_range=vr)[None].contiguous().to(device)
-            t0 = time.perf_counter()
-            y = upscale_tensor(model, x, tile=tile, tile_overlap=tile_overlap, self_ensemble=self_ensemble)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - t0
-            expected = (x.shape[-2] * s, x.shape[-1] * s)
-            if tuple(y.shape[-2:]) != expected or y.shape[1] != 3:
-                raise ValueError(f"{sample.name}: the model turned a {x.shape[-2]}x{x.shape[-1]} LR image into "
-                                 f"{tuple(y.shape)}, expected (1, 3, {expected[0]}, {expected[1]}) at x{s}")
-            check_finite_output(y, f"{result.dataset}/{sample.name}")
-            sr = tensor_to_image(y.float().cpu(), value_range=vr)
-            kw = dict(scale=s, y_channel=y_channel, y_rounding=rounding, crop_border=border)
-            p = psnr(sr, sample.hr, **kw)
-            q = ssim(sr, sample.hr, **kw) if compute_ssim else None
-            result.images.append(ImageResult(sample.name, p, q, (int(x.shape[-2]), int(x.shape[-1])), seconds,
-                                             bool(sample.lr_generated)))
+            try:
+                result.images.append(_score(model, samples[i], result, s, tile, tile_overlap, compute_ssim, device))
+            except Exception as exc:
+                if errors == "raise":
+                    raise
+                label = _sample_name(samples, i)
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                result.failures.append(ImageFailure(label, reason, exc))
+                continue
             bar.set_postfix(psnr=f"{result.mean_psnr:.2f}")
     return result
+
+
+def _sample_name(samples: Sequence[SRSample] | PairedImageDataset, i: int) -> str:
+    if isinstance(samples, PairedImageDataset):
+        return samples.pairs[i].name
+    return getattr(samples[i], "name", str(i))
+
+
+def _score(model: nn.Module, sample: SRSample, result: EvalResult, s: int, tile: TileArg, tile_overlap: int,
+           compute_ssim: bool, device: torch.device) -> ImageResult:
+    """PSNR/SSIM of one sample under ``result``'s protocol; the SR image is computed tile by tile to uint8."""
+    t0 = time.perf_counter()
+    job = TiledUpscale(model, sample.lr, tile=tile, tile_overlap=tile_overlap, self_ensemble=result.self_ensemble,
+                       input_range=result.input_range, scale=s, name=f"{result.dataset}/{sample.name}")
+    sr = job.to_array()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    kw = dict(scale=s, y_channel=result.y_channel, y_rounding=result.y_rounding, crop_border=result.crop_border)
+    p = psnr(sr, sample.hr, **kw)
+    q = ssim(sr, sample.hr, **kw) if compute_ssim else None
+    return ImageResult(sample.name, p, q, job.lr_size, seconds, bool(sample.lr_generated))
 
