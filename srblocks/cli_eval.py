@@ -243,7 +243,8 @@ def _write_upscaled(dst: Path, job: Any) -> None:
         return
     h, w = job.shape[:2]
     check_fits(job.nbytes + h * w * 4, f"{job.name}: writing the {h}x{w} output as {fmt} (the image and "
-                                       f"Pillow's 4-byte copy; PNG outputs are streamed in row bands: --ext png)")
+                                       f"Pillow's 4-byte-per-pixel copy)",
+               hint="PNG outputs are streamed in row bands (--ext png)")
     image = job.to_array()
     try:
         write_image(dst, image, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))

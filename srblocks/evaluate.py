@@ -388,12 +388,14 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def check_fits(nbytes: int, what: str, device: torch.device | str | None = None) -> None:
-    """Raise :class:`ImageTooLargeError` ("``what`` needs X GiB, Y GiB available") if ``nbytes`` does not fit."""
+def check_fits(nbytes: int, what: str, device: torch.device | str | None = None, *, hint: str = "") -> None:
+    """Raise :class:`ImageTooLargeError` ("``what`` needs X GiB, more than the Y GiB of memory available: ``hint``")
+    if ``nbytes`` bytes do not fit in :func:`available_memory` of ``device`` (host by default)."""
     free = available_memory(device)
     if free is not None and nbytes > free:
         where = "" if device is None or torch.device(device).type == "cpu" else f" on {device}"
-        raise ImageTooLargeError(f"{what} needs {_gib(nbytes)}, more than the {_gib(free)} of memory available{where}")
+        raise ImageTooLargeError(f"{what} needs {_gib(nbytes)}, more than the {_gib(free)} of memory available"
+                                 f"{where}" + (f": {hint}" if hint else ""))
 
 
 def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -504,8 +506,8 @@ class TiledUpscale:
             need = profile(self.model, (h, w)).peak_memory_bytes
         except Exception:  # noqa: BLE001 - no estimate (no meta kernel, ...): inference itself will tell
             return
-        check_fits(need, f"{self.name}: running the model on the whole {h}x{w} image (no tiling; meta-device "
-                         f"estimate, tile it with tile='auto' or --tile N)", self.device)
+        check_fits(need, f"{self.name}: running the model on the whole {h}x{w} image (no tiling) by a meta-device "
+                         f"estimate", self.device, hint="tile it (tile='auto' or a tile size; srblocks upscale --tile)")
 
     def _too_small(self, th: int, tw: int) -> str | None:
         """The message for a th x tw LR input below the model's minimum, or None."""
@@ -581,9 +583,8 @@ class TiledUpscale:
         """The whole uint8 (H * scale, W * scale, 3) output; its size is checked against the available memory
         first (:class:`ImageTooLargeError`, naming the image and the limit)."""
         h, w = self.shape[:2]
-        check_fits(self.nbytes + self.nbytes // max(1, len(self._grid)),
-                   f"{self.name}: the {h}x{w} uint8 SR image (write it in row bands: srblocks upscale streams PNG "
-                   f"outputs, TiledUpscale.bands())")
+        check_fits(self.nbytes + self.nbytes // max(1, len(self._grid)), f"{self.name}: the {h}x{w} uint8 SR image",
+                   hint="write it in row bands (TiledUpscale.bands(); srblocks upscale streams PNG outputs)")
         out = np.empty(self.shape, dtype=np.uint8)
         row = 0
         for band in self.bands():

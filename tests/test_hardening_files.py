@@ -317,13 +317,14 @@ def test_results_that_cannot_fit_are_refused_before_allocating(monkeypatch) -> N
     image = synthetic_images(1, (40, 50))[0][1]
     job = TiledUpscale(model, image, tile=16, name="photo.png")
     monkeypatch.setattr(ev, "available_memory", lambda device=None: 10_000)
-    with pytest.raises(ImageTooLargeError, match=r"photo.png: the 80x100 uint8 SR image .* needs 0.0 MiB, more than "
-                                                 r"the 0.0 MiB of memory available"):
+    with pytest.raises(ImageTooLargeError, match=r"photo.png: the 80x100 uint8 SR image needs 0.0 MiB, more than "
+                                                 r"the 0.0 MiB of memory available: write it in row bands"):
         job.to_array()
     assert sum(b.nbytes for b in job.bands()) == 80 * 100 * 3  # the bands are still computed, one at a time
     monkeypatch.setattr(ev, "_CHECKED_PIXELS", 16 * 16)  # "large" image without tiling: checked with a meta estimate
     monkeypatch.setattr(ev, "AUTO_TILE", 16)
-    with pytest.raises(ImageTooLargeError, match=r"photo.png: running the model on the whole 40x50 image \(no tiling"):
+    with pytest.raises(ImageTooLargeError, match=r"photo.png: running the model on the whole 40x50 image \(no "
+                                                 r"tiling\) .* needs .* available: tile it"):
         TiledUpscale(model, image, tile=None, name="photo.png")
     TiledUpscale(model, image, tile="auto", name="photo.png")  # auto tiles it instead
 
@@ -347,11 +348,14 @@ def test_upscale_streams_png_and_refuses_formats_that_cannot_fit(tmp_path: Path,
                  "--tile", "16"])
     err = capsys.readouterr().err
     assert code == 1 and "1 of 2 image(s) written" in err
-    assert "b.jpg: writing the 80x104 output as JPEG" in err and "MiB of memory available" in err
+    assert "b.jpg: writing the 80x104 output as JPEG" in err and "MiB of memory available: PNG outputs" in err
     assert "Traceback" not in err
     assert _listing(tmp_path / "out") == ["a.png"]
     monkeypatch.undo()
     assert np.array_equal(read_image(tmp_path / "out" / "a.png"), upscale_image(model, image, tile=16))
+    code = main(["upscale", str(spec), "--weights", str(weights), str(folder), "-o", str(tmp_path / "o2"),
+                 "--ext", "xyz"])
+    assert code == 2 and "--ext xyz" in capsys.readouterr().err  # refused before any work
 
 
 # ------------------------------------------------------------------------------------------------ bad images
