@@ -42,6 +42,7 @@ import torch  # noqa: E402
 from _arch_sets import PAPER_MODELS, REPO, Arch, spec_hash, stratified_hybrids  # noqa: E402
 from _units import run_units  # noqa: E402
 from srblocks.build import build_model  # noqa: E402
+from srblocks.fileio import write_text_atomic  # noqa: E402
 from srblocks.protocols import ResultsStore, deploy_cost, load_protocol, run_protocol  # noqa: E402
 from srblocks.protocols.protocol import Protocol, ProtocolTraining  # noqa: E402
 from srblocks.search.proxies import grad_norm, synflow  # noqa: E402
@@ -291,7 +292,7 @@ def report(args: argparse.Namespace) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(text)
+    write_text_atomic(REPORT, text)
     _scatter(rows, stats_by_proxy)
 
 

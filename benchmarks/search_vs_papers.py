@@ -36,6 +36,7 @@ import torch  # noqa: E402
 from _arch_sets import REPO, Arch, spec_hash  # noqa: E402
 from _units import Unit, run_units  # noqa: E402
 from srblocks.build import build_model  # noqa: E402
+from srblocks.fileio import write_text_atomic  # noqa: E402
 from srblocks.deploy import deploy  # noqa: E402
 from srblocks.profile import count_params, profile  # noqa: E402
 from srblocks.protocols import (ResultsStore, load_protocol, protocol_key, resolve_data,  # noqa: E402
@@ -257,7 +258,7 @@ def report(args: argparse.Namespace) -> None:
                      f"{stat([r['test_psnr']['Set14'] for r in runs])} | {len(runs)} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    REPORT.write_text(text)
+    write_text_atomic(REPORT, text)
 
 
 def main() -> None:

@@ -510,7 +510,9 @@ def _train(args: argparse.Namespace) -> int:
     data = args.data[0] if len(args.data) == 1 else args.data
     val = None if not args.val else (args.val[0] if len(args.val) == 1 else args.val)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps({
+    from .fileio import write_text_atomic
+
+    write_text_atomic(run_dir / "run.json", json.dumps({
         "spec": info.spec.name, "spec_source": info.source, "variables": info.variables, "data": args.data,
         "val": args.val, "init_weights": args.weights, "config": config.to_dict(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -71,7 +71,9 @@ def _search(args: argparse.Namespace) -> int:
             raise
         print(f"srblocks search: error: {exc}", file=sys.stderr)
         return 2
-    (out / META).write_text(json.dumps({"study": study.study_name, "storage": args.storage, "space": args.space}))
+    from ..fileio import write_text_atomic
+
+    write_text_atomic(out / META, json.dumps({"study": study.study_name, "storage": args.storage, "space": args.space}))
     summary = export_results(study, out)
     _print_summary(summary, study)
     return 130 if interrupted else 0
