@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,3 +83,19 @@ def spec_with(**changes) -> dict:
     spec.update(changes)
     return spec
 
+
+class BoxChain(torch.nn.Module):
+    """Test model: ``depth`` 3x3 box filters (zero padding), nearest x2, then ``gain * y + offset``: receptive-field
+    radius exactly ``depth`` pixels, with strong long-range influence (unlike a randomly initialised network). Not
+    built from a spec (its scale is measured on the first tile)."""
+
+    def __init__(self, depth: int = 10, gain: float = 1.0, offset: float = 0.0) -> None:
+        super().__init__()
+        self.depth, self.gain, self.offset = depth, gain, offset
+        self.register_buffer("kernel", torch.full((3, 1, 3, 3), 1 / 9))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.depth):
+            x = torch.nn.functional.conv2d(x, self.kernel, padding=1, groups=3)
+        y = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        return y if (self.gain, self.offset) == (1.0, 0.0) else y * self.gain + self.offset

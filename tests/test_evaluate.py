@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import srblocks
-from conftest import TINY_SPEC as TINY, require_shared_file, synthetic_images
+from conftest import BoxChain, TINY_SPEC as TINY, require_shared_file, synthetic_images
 from srblocks.data import ImageReadError, PairedImageDataset, SRSample, image_to_tensor
 from srblocks.evaluate import EvalResult, evaluate, upscale_image, upscale_tensor
 from srblocks.metrics import psnr, ssim
@@ -204,21 +204,6 @@ def test_model_mode_is_restored():
 def _fmen_random(scale: int = 2) -> torch.nn.Module:
     torch.manual_seed(0)
     return srblocks.build_model("fmen_s", scale=scale, deploy=True).eval()
-
-
-class BoxChain(torch.nn.Module):
-    """``depth`` 3x3 box filters (zero padding) then nearest x2: receptive-field radius exactly ``depth`` pixels,
-    with strong long-range influence (unlike a randomly initialised network)."""
-
-    def __init__(self, depth: int = 10) -> None:
-        super().__init__()
-        self.depth = depth
-        self.register_buffer("kernel", torch.full((3, 1, 3, 3), 1 / 9))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(self.depth):
-            x = torch.nn.functional.conv2d(x, self.kernel, padding=1, groups=3)
-        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
 
 
 def test_fmen_receptive_field_is_covered_by_the_default_overlap():

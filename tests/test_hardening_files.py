@@ -28,7 +28,7 @@ import yaml
 from PIL import Image
 
 import srblocks
-from conftest import REPO_ROOT, TINY_SPEC, synthetic_images
+from conftest import BoxChain, REPO_ROOT, TINY_SPEC, synthetic_images
 from srblocks.cli import main
 from srblocks.data import read_image, tensor_to_image
 from srblocks.data.io import PngRowWriter, write_image, write_png_rows
@@ -205,27 +205,13 @@ def test_kill_9_during_upscale_leaves_no_truncated_image_and_the_rerun_writes_it
 # ------------------------------------------------------------------------------------------------ bounded memory
 
 
-class BoxChain(torch.nn.Module):
-    """``depth`` 3x3 box filters then nearest x2 (not built from a spec: its scale is measured on the first tile)."""
-
-    def __init__(self, depth: int = 4) -> None:
-        super().__init__()
-        self.depth = depth
-        self.register_buffer("kernel", torch.full((3, 1, 3, 3), 1 / 9))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(self.depth):
-            x = torch.nn.functional.conv2d(x, self.kernel, padding=1, groups=3)
-        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest") * 1.3 - 0.1
-
-
 def _models() -> dict[str, tuple[torch.nn.Module, float]]:
     torch.manual_seed(0)
     return {
         "tiny": (srblocks.build_model(TINY_SPEC), 1.0),
         "fmen_s": (srblocks.build_model("fmen_s", scale=2, deploy=True), 255.0),
         "safmn": (srblocks.build_model("safmn", scale=2), 1.0),
-        "box": (BoxChain(), 1.0),
+        "box": (BoxChain(depth=4, gain=1.3, offset=-0.1), 1.0),
     }
 
 
@@ -369,7 +355,7 @@ def test_minimum_input_sizes_are_derived_on_the_meta_device() -> None:
     assert minimum_input_size(safmn) == (8, 8)  # adaptive max-pooling to H/8 x W/8
     assert minimum_input_size(rfdn) == (15, 15)  # ESA: stride-2 3x3 conv, then 7x7 max-pool with stride 3
     assert minimum_input_size(srblocks.build_model("fsrcnn", scale=4)) == (1, 1)
-    assert minimum_input_size(BoxChain()) == (1, 1)
+    assert minimum_input_size(BoxChain(depth=4, gain=1.3, offset=-0.1)) == (1, 1)
     assert _MIN_SIZES[safmn] == (8, 8)  # cached per model
     with torch.no_grad():  # the derived minimum is the real one
         for model, (h, w) in ((safmn, (8, 8)), (rfdn, (15, 15))):
