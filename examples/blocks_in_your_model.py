@@ -22,7 +22,7 @@ class MyNet(nn.Module):
         self.head = nn.Conv2d(3, dim, 3, padding=1)
         self.norm = LayerNorm2d(dim)
         self.safm = SAFM(dim=dim)  # (B, dim, H, W) -> (B, dim, H, W)
-        self.attention = HFAB(n_feats=dim, mid_feats=16, n_erbs=1)  # training form with BatchNorm
+        self.attention = HFAB(dim=dim, mid_feats=16, n_erbs=1)  # training form with BatchNorm
         self.tail = nn.Sequential(nn.Conv2d(dim, 3 * scale**2, 3, padding=1), nn.PixelShuffle(scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,12 @@ whole text to :data:`MAX_MESSAGE` characters.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["SrblocksError", "SpecError", "NonFiniteError", "brief", "clip", "MAX_MESSAGE"]
+if TYPE_CHECKING:
+    import pydantic
+
+__all__ = ["SrblocksError", "SpecError", "NonFiniteError", "brief", "clip", "format_pydantic_error", "MAX_MESSAGE"]
 
 #: longest error message (characters); longer ones are cut in the middle
 MAX_MESSAGE = 2000
@@ -141,3 +144,21 @@ def _other(value: Any) -> str:
         return clip(repr(value), 200)
     except Exception:  # noqa: BLE001 - a description is best effort
         return f"<{type(value).__name__}>"
+
+
+def format_pydantic_error(err: "pydantic.ValidationError", prefix: str = "") -> tuple[str, str]:
+    """(YAML path of the first problem, message listing the problems) for a pydantic validation error.
+
+    Values are shown with :func:`~srblocks.errors.brief` (bounded); at most 8 problems are listed."""
+    problems, first_path = [], None
+    errors = err.errors()
+    for e in errors[:8]:
+        loc = ".".join(clip(str(p), 60) if not isinstance(p, int) else f"[{p}]" for p in e["loc"]).replace(".[", "[")
+        full = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        first_path = first_path or full
+        value = f" (got {brief(e['input'])})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) \
+            else ""
+        problems.append(f"{loc or full or '<root>'}: {clip(str(e['msg']), 300)}{value}")
+    if len(errors) > 8:
+        problems.append(f"and {len(errors) - 8} more problem(s)")
+    return first_path or prefix, "; ".join(problems)

@@ -24,7 +24,7 @@ from torch import fx, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import SpecError, brief, clip
-from .registry import BlockInfo, UnknownBlockError, get_block
+from .registry import BlockArgumentError, BlockInfo, UnknownBlockError, get_block
 from .spec.expr import ExpressionError, evaluate, render_template
 from .spec.limits import (
     MAX_BUILD_WORK,
@@ -509,12 +509,15 @@ def _construct(node: ResolvedNode, source: str, build_subgraph: Callable[..., nn
                                 node=node.id)
             args[info.in_channels] = inferred
         try:
-            validated = info.args_model.model_validate(args)
-        except pydantic.ValidationError as exc:
-            where, message = format_pydantic_error(exc, f"{node.path}.args")
+            kwargs = info.validate_args(args)
+        except BlockArgumentError as exc:
+            if exc.validation_error is None:  # a former argument name
+                raise SpecError(f"block {info.name!r}: argument {exc.argument!r} is now called "
+                                f"{info.renamed.get(exc.argument or '')!r}", source=source,
+                                path=f"{node.path}.args.{exc.argument}", node=node.id) from None
+            where, message = format_pydantic_error(exc.validation_error, f"{node.path}.args")
             raise SpecError(f"invalid arguments for block {info.name!r}: {message}", source=source, path=where,
                             node=node.id) from None
-        kwargs = {k: getattr(validated, k) for k in info.args_model.model_fields}
     except SpecError:
         raise
     except Exception as exc:  # noqa: BLE001 - a failure while reading a node's arguments is located at the node

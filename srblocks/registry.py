@@ -14,22 +14,35 @@ Usage::
 ``in_channels`` names the constructor argument that receives the channel count of the block's input. For blocks
 taking several tensors (``arity`` > 1 or ``None`` for "any number >= 1") that argument receives a list of ints, one
 per input, in input order.
+
+**One channel name.** A block that works on a feature map of a given width calls that width ``dim`` (SAFM, HFAB,
+CPD, RCAB, the MGA mask predictor, ...), as timm's blocks do. Only the plain layers that mirror a torch layer and
+map one width to another (``conv``, ``conv_transpose``, ``project``, ``pixel_shuffle``, ``add``, ...) keep torch's
+``in_channels`` / ``out_channels``. Arguments that were once named otherwise are declared with ``renamed=`` and
+give an error that names the new spelling.
+
+**Validated construction.** Registering a block wraps its ``__init__``: every construction, from a spec or
+directly in Python (``SAFM(dim="a")``), is checked against the same pydantic model first, so bad arguments raise
+:class:`BlockArgumentError` naming the class, the argument and the value instead of an error from deep inside
+torch.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
-from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, TypeVar
 
 import pydantic
 import pydantic.json_schema
 from torch import nn
 
-from .errors import SrblocksError, brief
+from .errors import SrblocksError, brief, format_pydantic_error
 
-__all__ = ["BlockInfo", "UnknownBlockError", "register_block", "get_block", "list_blocks", "block_names"]
+__all__ = ["BlockInfo", "BlockArgumentError", "UnknownBlockError", "register_block", "get_block", "list_blocks", "block_names"]
 
 ModuleT = TypeVar("ModuleT", bound=type[nn.Module])
 
@@ -39,6 +52,21 @@ class UnknownBlockError(SrblocksError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it readable
         return str(self.args[0])
+
+
+class BlockArgumentError(SrblocksError, TypeError, ValueError):
+    """Arguments a block's schema refuses (wrong type, out of range, unknown or renamed name, missing).
+
+    Attributes:
+        argument: the first offending argument name, or None when the problem is not one argument's.
+        validation_error: the pydantic error behind it, when there is one (the spec layer locates it in YAML).
+    """
+
+    def __init__(self, message: str, *, argument: str | None = None,
+                 validation_error: pydantic.ValidationError | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
+        self.validation_error = validation_error
 
 
 @dataclass(frozen=True)
@@ -52,6 +80,7 @@ class BlockInfo:
         in_channels: constructor argument filled with the inferred input channels, or None (block ignores them).
         arity: number of tensor inputs of ``forward``; None means any number >= 1.
         summary: first line of the class docstring.
+        renamed: former argument names -> current names (refused with a hint naming the current one).
     """
 
     name: str
@@ -60,6 +89,27 @@ class BlockInfo:
     in_channels: str | None
     arity: int | None
     summary: str
+    renamed: Mapping[str, str] = field(default_factory=dict)
+
+    def validate_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """``args`` checked and coerced by the block's schema: a dict with every constructor argument.
+
+        Raises:
+            BlockArgumentError: naming the block, the argument and the (bounded) value; a former argument name
+                names its replacement.
+        """
+        for old in args:
+            if old in self.renamed:
+                new = self.renamed[old]
+                raise BlockArgumentError(f"{self.cls.__name__} ({self.name!r}): argument {old!r} is now called "
+                                         f"{new!r}", argument=old)
+        try:
+            validated = self.args_model.model_validate(dict(args))
+        except pydantic.ValidationError as exc:
+            where, message = format_pydantic_error(exc)
+            raise BlockArgumentError(f"{self.cls.__name__} ({self.name!r}): invalid arguments: {message}",
+                                     argument=where.split(".")[0] or None, validation_error=exc) from None
+        return {k: getattr(validated, k) for k in self.args_model.model_fields}
 
     def schema(self) -> dict[str, Any]:
         """JSON schema of the block's arguments (what ``srblocks blocks`` prints).
@@ -95,13 +145,39 @@ def _args_model_from_signature(cls: type[nn.Module]) -> type[pydantic.BaseModel]
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[pname] = (annotation, default)
     config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True, strict=False)
-    return pydantic.create_model(f"{cls.__name__}Args", __config__=config, **fields)
+    validators = {"srblocks_bounded": pydantic.field_validator("*")(_check_bounded)}
+    return pydantic.create_model(f"{cls.__name__}Args", __config__=config, __validators__=validators, **fields)
+
+
+#: largest magnitude of a numeric block argument: far above any real width, kernel, count or factor, and below what
+#: torch turns into an overflow deep in a layer's constructor
+MAX_INT_ARGUMENT = 2**31 - 1
+
+
+def _check_bounded(cls: type, value: Any) -> Any:
+    """Every block argument: integers and floats within +-:data:`MAX_INT_ARGUMENT` (floats finite), also inside lists and
+    tuples. (Applied to every field of every block, so a new block gets it without writing anything.)"""
+    stack, seen = [value], 0
+    while stack and seen < 10_000:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and abs(item) > MAX_INT_ARGUMENT:
+            raise ValueError("integer out of range (|value| must be at most 2**31 - 1)")
+        if isinstance(item, float) and not (math.isfinite(item) and abs(item) <= MAX_INT_ARGUMENT):
+            raise ValueError("must be a finite number of magnitude at most 2**31 - 1")
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return value
 
 
 def register_block(
-    name: str, *, in_channels: str | None = "in_channels", arity: int | None = 1
+    name: str, *, in_channels: str | None = "in_channels", arity: int | None = 1,
+    renamed: Mapping[str, str] | None = None,
 ) -> Callable[[ModuleT], ModuleT]:
-    """Class decorator registering an ``nn.Module`` under ``name`` (see module docstring)."""
+    """Class decorator registering an ``nn.Module`` under ``name`` and validating its construction (see module
+    docstring). ``renamed`` maps former argument names to current ones."""
 
     def decorate(cls: ModuleT) -> ModuleT:
         if name in _REGISTRY and _REGISTRY[name].cls is not cls:
@@ -109,12 +185,41 @@ def register_block(
         args_model = _args_model_from_signature(cls)
         if in_channels is not None and in_channels not in args_model.model_fields:
             raise TypeError(f"block {name!r}: in_channels argument {in_channels!r} is not a constructor argument")
+        for old, new in (renamed or {}).items():
+            if new not in args_model.model_fields or old in args_model.model_fields:
+                raise TypeError(f"block {name!r}: renamed {old!r} -> {new!r} does not match the constructor")
         doc = inspect.getdoc(cls) or ""
-        _REGISTRY[name] = BlockInfo(name, cls, args_model, in_channels, arity, doc.splitlines()[0] if doc else "")
+        info = BlockInfo(name, cls, args_model, in_channels, arity, doc.splitlines()[0] if doc else "",
+                         dict(renamed or {}))
+        _REGISTRY[name] = info
         cls.block_name = name  # type: ignore[attr-defined]
+        cls.__init__ = _validating_init(info, cls.__init__)  # type: ignore[method-assign]
         return cls
 
     return decorate
+
+
+def _validating_init(info: BlockInfo, init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` preceded by :meth:`BlockInfo.validate_args` on its arguments (positional ones bound by name).
+
+    Every call validates, including a subclass's ``super().__init__(...)``: the arguments are then checked against
+    the registered class's own schema, which is the one they are for."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+        for old in kwargs:
+            if old in info.renamed:
+                info.validate_args({old: kwargs[old]})  # raises, naming the current spelling
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise BlockArgumentError(f"{info.cls.__name__} ({info.name!r}): {exc}") from None
+        values = dict(bound.arguments)
+        values.pop(next(iter(signature.parameters)))
+        init(self, **info.validate_args(values))
+
+    return __init__
 
 
 def get_block(name: str) -> BlockInfo:

@@ -337,7 +337,7 @@ def mask_guided_transform(model: fx.GraphModule, options: dict[str, Any], variab
         in_channels=info["in_channels"] or 3,
         base=base,
         refine=refine,
-        nf=info["nf"],
+        dim=info["nf"],
         k=opts["k"],
         out_channels=info["out_channels"],
         patch_size=opts["patch_size"],

@@ -76,7 +76,7 @@ class RFDNRefine(nn.Module):
 def rfdn_mga(scale: int = 4, k: int | float = 50, nf: int = 50) -> MaskGuided:
     """RFDN-M (official ``RFDNMGA``): MaskGuided(base=RFDNBase, refine=RFDNRefine), patch 4, halo 1."""
     return MaskGuided(
-        in_channels=3, base=RFDNBase(nf, 4, scale), refine=RFDNRefine(nf, scale), nf=nf, k=k, patch_size=4, halo=1
+        in_channels=3, base=RFDNBase(nf, 4, scale), refine=RFDNRefine(nf, scale), dim=nf, k=k, patch_size=4, halo=1
     )
 
 

@@ -30,7 +30,7 @@ def test_blocks_are_usable_alone() -> None:
     from srblocks.blocks import CCM, ERB, FMM, HFAB, RRRB, SAFM
 
     x = torch.rand(2, 48, 17, 19)
-    for block in (SAFM(dim=48), CCM(dim=48), FMM(dim=48), RRRB(n_feats=48), ERB(n_feats=48), HFAB(n_feats=48, mid_feats=16)):
+    for block in (SAFM(dim=48), CCM(dim=48), FMM(dim=48), RRRB(dim=48), ERB(dim=48), HFAB(dim=48, mid_feats=16)):
         assert block(x).shape == x.shape and block.out_channels == 48
 
 

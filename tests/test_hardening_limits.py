@@ -95,15 +95,22 @@ def test_node_counts_are_bounded() -> None:
     assert "more than 10,000 nodes" in str(err)
 
 
-def test_a_block_repeat_count_of_2_63_stops_at_the_build_budget() -> None:
-    """rcan with n_resblocks 2**63: the residual group's constructor loops; the element budget stops it."""
+def test_a_block_repeat_count_of_2_63_is_refused_as_an_argument() -> None:
+    """rcan with n_resblocks 2**63: every numeric block argument is bounded by the registry's schema."""
     err = _fails("rcan", seconds=30, n_resblocks=2**63)
+    assert err.node == "body.0" and err.path.endswith("args.n_resblocks") and "out of range" in str(err)
+
+
+def test_a_large_in_range_repeat_count_stops_at_the_build_budget() -> None:
+    """rcan with n_resblocks 10**6 (a valid int): the residual group's constructor loops; the element budget
+    stops it."""
+    err = _fails("rcan", seconds=30, n_resblocks=10**6)
     assert err.node == "body.0" and "the model is too large" in str(err)
 
 
 def test_a_huge_tensor_is_refused_before_it_is_allocated() -> None:
     spec = _spec()
-    spec["nodes"][0]["args"]["out_channels"] = 2**40
+    spec["nodes"][0]["args"]["out_channels"] = 2**24  # a valid int argument; the weight would be 2**24 x C x 9
     err = _fails(spec, seconds=2)
     assert err.node == "head" and "too large" in str(err)
 

@@ -120,13 +120,13 @@ def _from_tokens(tokens: torch.Tensor, b: int, ps: int) -> torch.Tensor:
 
 
 def test_blocks_registered_with_channel_argument() -> None:
-    for name, arg in (("cpd", "channels"), ("gpa", "dim"), ("ipsa", "dim"), ("hpi_block", "dim")):
+    for name, arg in (("cpd", "dim"), ("gpa", "dim"), ("ipsa", "dim"), ("hpi_block", "dim")):
         info = get_block(name)
         assert info.in_channels == arg
         assert "patch_size" in info.args_model.model_fields
     block = get_block("hpi_block").cls(**get_block("hpi_block").args_model(dim=16, patch_size=8).model_dump())
     assert block.out_channels == 16
-    assert CPD(channels=5, patch_size=4).out_channels == 5
+    assert CPD(dim=5, patch_size=4).out_channels == 5
     assert GPA(dim=8, patch_size=6, qk_dim=4, mlp_dim=8).out_channels == 8
     assert IPSA(dim=8, patch_size=6, qk_dim=4, mlp_dim=8).out_channels == 8
 
@@ -143,7 +143,7 @@ def test_invalid_arguments_raise(kwargs: dict, word: str) -> None:
     with pytest.raises(ValueError, match=word):
         HPIBlock(**kwargs)
     with pytest.raises(ValueError, match="patch_size"):
-        CPD(channels=3, patch_size=1)
+        CPD(dim=3, patch_size=1)
 
 
 def test_input_smaller_than_patch_raises() -> None:
@@ -211,13 +211,13 @@ def test_cpd_divide_and_merge_equal_loop_reference(h: int, w: int, ps: int) -> N
 def test_cpd_quirk_weights_on_golden_quirk_geometry() -> None:
     """manifest §2.1: on 43x59, row 31 (ps 12) and column 43 (ps 16) get weight 3/4; everything else 1."""
     ones = torch.ones(1, 1, 43, 59)
-    w12 = CPD(channels=1, patch_size=12)(ones)[0, 0]
+    w12 = CPD(dim=1, patch_size=12)(ones)[0, 0]
     assert torch.equal(w12[31], torch.full((59,), 0.75))
     assert torch.equal(w12[torch.arange(43) != 31], torch.ones(42, 59))
-    w16 = CPD(channels=1, patch_size=16)(ones)[0, 0]
+    w16 = CPD(dim=1, patch_size=16)(ones)[0, 0]
     assert torch.equal(w16[:, 43], torch.full((43,), 0.75))
     assert torch.equal(w16[:, torch.arange(59) != 43], torch.ones(43, 58))
-    corner = CPD(channels=1, patch_size=12)(torch.ones(1, 1, 43, 43))[0, 0]  # row and column 31: 3/4 * 3/4
+    corner = CPD(dim=1, patch_size=12)(torch.ones(1, 1, 43, 43))[0, 0]  # row and column 31: 3/4 * 3/4
     assert corner[31, 31].item() == 0.5625 and corner[31, 0].item() == 0.75 and corner[30, 30].item() == 1.0
     assert (len(cpd_geometry(43, 59, 12).row_starts), cpd_geometry(43, 59, 12).row_starts[-1]) == (5, 31)
 
@@ -225,7 +225,7 @@ def test_cpd_quirk_weights_on_golden_quirk_geometry() -> None:
 @pytest.mark.parametrize("h, w, ps", [(43, 59, 12), (43, 59, 16), (23, 31, 12), (64, 64, 12), (93, 93, 20), (5, 9, 3)])
 def test_cpd_exact_average_round_trip_is_identity(h: int, w: int, ps: int) -> None:
     x = torch.randn(2, 4, h, w)
-    cpd = CPD(channels=4, patch_size=ps, exact_average=True)
+    cpd = CPD(dim=4, patch_size=ps, exact_average=True)
     torch.testing.assert_close(cpd(x), x, rtol=0, atol=1e-6)
     count = torch.zeros(1, 1, h, w)  # coverage count, brute force
     for t in _official_windows(h, ps):
@@ -234,7 +234,7 @@ def test_cpd_exact_average_round_trip_is_identity(h: int, w: int, ps: int) -> No
     merged = cpd.merge(*cpd.divide(torch.ones(1, 1, h, w)))
     assert torch.equal(merged, torch.ones_like(merged))
     if count.max() > 4:  # three windows overlap: the official weighting differs exactly there
-        quirk = CPD(channels=1, patch_size=ps)(torch.ones(1, 1, h, w))
+        quirk = CPD(dim=1, patch_size=ps)(torch.ones(1, 1, h, w))
         assert not torch.equal(quirk, merged)
 
 
@@ -243,7 +243,7 @@ def test_cpd_round_trip_default_is_identity_on_standard_sizes() -> None:
     for h, w in ((48, 48), (64, 64)):
         x = torch.randn(1, 2, h, w)
         for ps in (12, 14, 16, 20, 24):
-            assert torch.equal(CPD(channels=2, patch_size=ps)(x), x)
+            assert torch.equal(CPD(dim=2, patch_size=ps)(x), x)
 
 
 # --------------------------------------------------------------------------------------------- attention, GPA, IPSA

@@ -185,7 +185,7 @@ def test_gather_scatter_round_trip() -> None:
 def small_model() -> MaskGuided:
     """A narrow RFDN-MGA x2 (nf = 8) with seeded random weights for shape/behaviour tests."""
     torch.manual_seed(3)
-    return MaskGuided(in_channels=3, base=RFDNBase(8, 2, 2), refine=RFDNRefine(8, 2), nf=8, k=0.25).eval()
+    return MaskGuided(in_channels=3, base=RFDNBase(8, 2, 2), refine=RFDNRefine(8, 2), dim=8, k=0.25).eval()
 
 
 def test_k_zero_and_all(small_model: MaskGuided) -> None:
@@ -261,7 +261,7 @@ def test_refine_with_halo_output_and_extras() -> None:
             return F.interpolate(img + 1.0, scale_factor=2, mode="nearest")
 
     torch.manual_seed(4)
-    model = MaskGuided(in_channels=3, base=Base(), refine=Refine(), nf=6, k=3)
+    model = MaskGuided(in_channels=3, base=Base(), refine=Refine(), dim=6, k=3)
     x = torch.rand(1, 3, 8, 12)
     sr = model(x)
     idx = model.last.idx
@@ -269,17 +269,17 @@ def test_refine_with_halo_output_and_extras() -> None:
     for _, r, c in idx.tolist():  # refined block = (LR core + 1) upsampled: the halo was stripped correctly
         block = sr[0, :, 8 * r : 8 * r + 8, 8 * c : 8 * c + 8]
         assert torch.equal(block, F.interpolate(x[:, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4] + 1.0, scale_factor=2)[0])
-    with pytest.raises(ValueError, match="nf=5"):
-        model_bad = MaskGuided(in_channels=3, base=Base(), refine=Refine(), nf=5, k=3)
+    with pytest.raises(ValueError, match="dim=5"):
+        model_bad = MaskGuided(in_channels=3, base=Base(), refine=Refine(), dim=5, k=3)
         model_bad(x)
     with pytest.raises(ValueError, match="k"):
-        MaskGuided(in_channels=3, base=Base(), refine=Refine(), nf=6, k=-1)
+        MaskGuided(in_channels=3, base=Base(), refine=Refine(), dim=6, k=-1)
 
 
 def test_mask_predictor_training_step() -> None:
     """Paper step 3: base and refine frozen, only the MP module trained (L1 to the error target); the loss drops."""
     torch.manual_seed(5)
-    model = MaskGuided(in_channels=3, base=RFDNBase(8, 1, 2), refine=RFDNRefine(8, 2), nf=8, k=0.25)
+    model = MaskGuided(in_channels=3, base=RFDNBase(8, 1, 2), refine=RFDNRefine(8, 2), dim=8, k=0.25)
     for p in list(model.base.parameters()) + list(model.refine.parameters()):
         p.requires_grad_(False)
     opt = torch.optim.Adam(model.mask.parameters(), lr=1e-2)
@@ -300,9 +300,9 @@ def test_mask_predictor_training_step() -> None:
 def test_registry_arguments() -> None:
     info = get_block("mask_guided")
     assert info.in_channels == "in_channels"
-    args = info.args_model(in_channels=3, base=nn.Identity(), refine=nn.Identity(), nf=50, k=0.1)
+    args = info.args_model(in_channels=3, base=nn.Identity(), refine=nn.Identity(), dim=50, k=0.1)
     assert isinstance(args.k, float)
-    assert isinstance(info.args_model(in_channels=3, base=nn.Identity(), refine=nn.Identity(), nf=50, k=64).k, int)
+    assert isinstance(info.args_model(in_channels=3, base=nn.Identity(), refine=nn.Identity(), dim=50, k=64).k, int)
     assert info.schema()["properties"]["base"]["type"] == "object"
     for name in ("mask_predictor", "rfdb", "esa", "scpa", "pa", "pa_conv", "rcab", "residual_group",
                  "channel_attention", "srresnet_block", "conv_transpose", "adder_conv"):

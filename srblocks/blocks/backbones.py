@@ -56,14 +56,14 @@ def _conv(cin: int, cout: int, k: int, stride: int = 1, padding: int | None = No
 # ----------------------------------------------------------------------------------------------------------- RFDN
 
 
-@register_block("esa", in_channels="n_feats")
+@register_block("esa", in_channels="dim", renamed={"n_feats": "dim"})
 class ESA(nn.Module):
-    """Enhanced Spatial Attention (RFDN), (B, n_feats, H, W) -> (B, n_feats, H, W): ``x * sigmoid(mask(x))``.
+    """Enhanced Spatial Attention (RFDN), (B, dim, H, W) -> (B, dim, H, W): ``x * sigmoid(mask(x))``.
 
-    ``c1 = conv1(x)`` (1x1, n_feats -> f); ``v = conv2(c1)`` (3x3, stride 2, padding 0); ``variant="rfdn"`` then
+    ``c1 = conv1(x)`` (1x1, dim -> f); ``v = conv2(c1)`` (3x3, stride 2, padding 0); ``variant="rfdn"`` then
     max-pools (kernel ``pool_kernel``, stride ``pool_stride``), ``variant="mga"`` does not; ``v = conv3_(relu(conv3(
     relu(conv_max(v)))))``; bilinear resize back to (H, W) (align_corners False); ``m = sigmoid(conv4(v +
-    conv_f(c1)))``. ``f = esa_channels`` (default ``n_feats // 4``).
+    conv_f(c1)))``. ``f = esa_channels`` (default ``dim // 4``).
 
     Minimum input size: H, W >= 3 for ``mga``; for ``rfdn`` the strided map ((H - 3) // 2 + 1) must be >= the pool
     kernel (H, W >= 15 with the defaults), so the original variant cannot run on MGA's 6x6 patches.
@@ -71,27 +71,27 @@ class ESA(nn.Module):
 
     def __init__(
         self,
-        n_feats: PositiveInt,
+        dim: PositiveInt,
         esa_channels: PositiveInt | None = None,
         variant: Literal["rfdn", "mga"] = "rfdn",
         pool_kernel: PositiveInt = 7,
         pool_stride: PositiveInt = 3,
     ) -> None:
         super().__init__()
-        f = n_feats // 4 if esa_channels is None else esa_channels
+        f = dim // 4 if esa_channels is None else esa_channels
         if f < 1:
-            raise ValueError(f"esa_channels must be >= 1 (default n_feats // 4; got n_feats={n_feats})")
+            raise ValueError(f"esa_channels must be >= 1 (default dim // 4; got dim={dim})")
         if variant not in ("rfdn", "mga"):
             raise ValueError(f"variant must be 'rfdn' or 'mga', got {variant!r}")
-        self.out_channels = n_feats
+        self.out_channels = dim
         self.variant, self.pool_kernel, self.pool_stride = variant, pool_kernel, pool_stride
-        self.conv1 = _conv(n_feats, f, 1)
+        self.conv1 = _conv(dim, f, 1)
         self.conv_f = _conv(f, f, 1)
         self.conv_max = _conv(f, f, 3, padding=1)
         self.conv2 = _conv(f, f, 3, stride=2, padding=0)
         self.conv3 = _conv(f, f, 3, padding=1)
         self.conv3_ = _conv(f, f, 3, padding=1)
-        self.conv4 = _conv(f, n_feats, 1)
+        self.conv4 = _conv(f, dim, 1)
         self.sigmoid = nn.Sigmoid()
         self.relu = nn.ReLU()
 
@@ -108,7 +108,7 @@ class ESA(nn.Module):
         return x * self.sigmoid(self.conv4(c3 + cf))
 
 
-@register_block("rfdb", in_channels="in_channels")
+@register_block("rfdb", in_channels="dim", renamed={"in_channels": "dim"})
 class RFDB(nn.Module):
     """Residual Feature Distillation Block (RFDN), (B, C, H, W) -> (B, C, H, W).
 
@@ -125,32 +125,32 @@ class RFDB(nn.Module):
 
     def __init__(
         self,
-        in_channels: PositiveInt,
+        dim: PositiveInt,
         distilled_channels: PositiveInt | None = None,
         esa: Literal["rfdn", "mga"] = "rfdn",
         esa_channels: PositiveInt | None = None,
         negative_slope: float = 0.05,
     ) -> None:
         super().__init__()
-        dc = in_channels // 2 if distilled_channels is None else distilled_channels
+        dc = dim // 2 if distilled_channels is None else distilled_channels
         if dc < 1:
             raise ValueError(
-                f"distilled_channels must be >= 1 (default in_channels // 2; got in_channels={in_channels})"
+                f"distilled_channels must be >= 1 (default dim // 2; got dim={dim})"
             )
-        rc = in_channels
-        self.out_channels = in_channels
+        rc = dim
+        self.out_channels = dim
         self.dc = self.distilled_channels = dc
         self.rc = self.remaining_channels = rc
-        self.c1_d = _conv(in_channels, dc, 1)
-        self.c1_r = _conv(in_channels, rc, 3)
+        self.c1_d = _conv(dim, dc, 1)
+        self.c1_r = _conv(dim, rc, 3)
         self.c2_d = _conv(rc, dc, 1)
         self.c2_r = _conv(rc, rc, 3)
         self.c3_d = _conv(rc, dc, 1)
         self.c3_r = _conv(rc, rc, 3)
         self.c4 = _conv(rc, dc, 3)
         self.act = nn.LeakyReLU(negative_slope)
-        self.c5 = _conv(dc * 4, in_channels, 1)
-        self.esa = ESA(in_channels, esa_channels=esa_channels, variant=esa)
+        self.c5 = _conv(dc * 4, dim, 1)
+        self.esa = ESA(dim, esa_channels=esa_channels, variant=esa)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d1 = self.act(self.c1_d(x))
@@ -166,73 +166,73 @@ class RFDB(nn.Module):
 # ------------------------------------------------------------------------------------------------------------ PAN
 
 
-@register_block("pa", in_channels="nf")
+@register_block("pa", in_channels="dim", renamed={"nf": "dim"})
 class PA(nn.Module):
-    """Pixel attention (PAN), (B, nf, H, W) -> (B, nf, H, W): ``x * sigmoid(conv(x))`` with a 1x1 biased conv."""
+    """Pixel attention (PAN), (B, dim, H, W) -> (B, dim, H, W): ``x * sigmoid(conv(x))`` with a 1x1 biased conv."""
 
-    def __init__(self, nf: PositiveInt) -> None:
+    def __init__(self, dim: PositiveInt) -> None:
         super().__init__()
-        self.out_channels = nf
-        self.conv = nn.Conv2d(nf, nf, 1)
+        self.out_channels = dim
+        self.conv = nn.Conv2d(dim, dim, 1)
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.sigmoid(self.conv(x))
 
 
-@register_block("pa_conv", in_channels="nf")
+@register_block("pa_conv", in_channels="dim", renamed={"nf": "dim"})
 class PAConv(nn.Module):
-    """PA convolution (PAN), (B, nf, H, W) -> (B, nf, H, W): ``k4(k3(x) * sigmoid(k2(x)))``.
+    """PA convolution (PAN), (B, dim, H, W) -> (B, dim, H, W): ``k4(k3(x) * sigmoid(k2(x)))``.
 
     ``k2``: 1x1 with bias; ``k3``, ``k4``: ``k_size`` x ``k_size`` without bias ("same" padding).
     """
 
-    def __init__(self, nf: PositiveInt, k_size: PositiveInt = 3) -> None:
+    def __init__(self, dim: PositiveInt, k_size: PositiveInt = 3) -> None:
         super().__init__()
         if k_size % 2 == 0:
             raise ValueError(f"k_size must be odd, got {k_size}")
-        self.out_channels = nf
-        self.k2 = nn.Conv2d(nf, nf, 1)
+        self.out_channels = dim
+        self.k2 = nn.Conv2d(dim, dim, 1)
         self.sigmoid = nn.Sigmoid()
-        self.k3 = nn.Conv2d(nf, nf, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
-        self.k4 = nn.Conv2d(nf, nf, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
+        self.k3 = nn.Conv2d(dim, dim, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
+        self.k4 = nn.Conv2d(dim, dim, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.k4(self.k3(x) * self.sigmoid(self.k2(x)))
 
 
-@register_block("scpa", in_channels="nf")
+@register_block("scpa", in_channels="dim", renamed={"nf": "dim"})
 class SCPA(nn.Module):
-    """Self-calibrated block with pixel attention (PAN), (B, nf, H, W) -> (B, nf, H', W') (H' = H at stride 1).
+    """Self-calibrated block with pixel attention (PAN), (B, dim, H, W) -> (B, dim, H', W') (H' = H at stride 1).
 
-    With g = nf // reduction and act = LeakyReLU(0.2)::
+    With g = dim // reduction and act = LeakyReLU(0.2)::
 
-        a = act(k1(act(conv1_a(x))))         conv1_a: 1x1 nf -> g (no bias); k1: 3x3 (stride, dilation, no bias)
-        b = act(PAConv(act(conv1_b(x))))     conv1_b: 1x1 nf -> g (no bias)
-        out = conv3(cat(a, b)) + x           conv3: 1x1 g*reduction -> nf (no bias)
+        a = act(k1(act(conv1_a(x))))         conv1_a: 1x1 dim -> g (no bias); k1: 3x3 (stride, dilation, no bias)
+        b = act(PAConv(act(conv1_b(x))))     conv1_b: 1x1 dim -> g (no bias)
+        out = conv3(cat(a, b)) + x           conv3: 1x1 g*reduction -> dim (no bias)
 
     Keys ``conv1_a, conv1_b, k1.0, PAConv.{k2,k3,k4}, conv3`` (official). The residual needs stride 1.
     """
 
     def __init__(
-        self, nf: PositiveInt, reduction: PositiveInt = 2, stride: PositiveInt = 1, dilation: PositiveInt = 1
+        self, dim: PositiveInt, reduction: PositiveInt = 2, stride: PositiveInt = 1, dilation: PositiveInt = 1
     ) -> None:
         super().__init__()
-        if nf % reduction:
-            raise ValueError(f"nf ({nf}) must be divisible by reduction ({reduction})")
+        if dim % reduction:
+            raise ValueError(f"dim ({dim}) must be divisible by reduction ({reduction})")
         if stride != 1:
             raise ValueError(f"stride must be 1 (the residual connection needs equal shapes), got {stride}")
-        group_width = nf // reduction
-        self.out_channels = nf
-        self.conv1_a = nn.Conv2d(nf, group_width, kernel_size=1, bias=False)
-        self.conv1_b = nn.Conv2d(nf, group_width, kernel_size=1, bias=False)
+        group_width = dim // reduction
+        self.out_channels = dim
+        self.conv1_a = nn.Conv2d(dim, group_width, kernel_size=1, bias=False)
+        self.conv1_b = nn.Conv2d(dim, group_width, kernel_size=1, bias=False)
         self.k1 = nn.Sequential(
             nn.Conv2d(
                 group_width, group_width, kernel_size=3, stride=stride, padding=dilation, dilation=dilation, bias=False
             )
         )
         self.PAConv = PAConv(group_width)
-        self.conv3 = nn.Conv2d(group_width * reduction, nf, kernel_size=1, bias=False)
+        self.conv3 = nn.Conv2d(group_width * reduction, dim, kernel_size=1, bias=False)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -244,7 +244,7 @@ class SCPA(nn.Module):
 # ------------------------------------------------------------------------------------------------------- SRResNet
 
 
-@register_block("srresnet_block", in_channels="num_feat")
+@register_block("srresnet_block", in_channels="dim", renamed={"num_feat": "dim"})
 class SRResNetBlock(nn.Module):
     """SRResNet residual block, (B, C, H, W) -> (B, C, H, W): ``x + res_scale * conv2(act(conv1(x)))``.
 
@@ -255,20 +255,20 @@ class SRResNetBlock(nn.Module):
 
     def __init__(
         self,
-        num_feat: PositiveInt = 64,
+        dim: PositiveInt = 64,
         res_scale: float = 1.0,
         act: Literal["relu", "prelu", "lrelu"] = "relu",
         batch_norm: bool = False,
         pytorch_init: bool = False,
     ) -> None:
         super().__init__()
-        self.out_channels = num_feat
+        self.out_channels = dim
         self.res_scale = res_scale
-        self.conv1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1, bias=True)
-        self.bn1 = nn.BatchNorm2d(num_feat) if batch_norm else nn.Identity()
+        self.conv1 = nn.Conv2d(dim, dim, 3, 1, 1, bias=True)
+        self.bn1 = nn.BatchNorm2d(dim) if batch_norm else nn.Identity()
         self.act = make_activation(act, negative_slope=0.2)
-        self.conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1, bias=True)
-        self.bn2 = nn.BatchNorm2d(num_feat) if batch_norm else nn.Identity()
+        self.conv2 = nn.Conv2d(dim, dim, 3, 1, 1, bias=True)
+        self.bn2 = nn.BatchNorm2d(dim) if batch_norm else nn.Identity()
         if not pytorch_init:
             for conv in (self.conv1, self.conv2):
                 nn.init.kaiming_normal_(conv.weight)
@@ -282,23 +282,23 @@ class SRResNetBlock(nn.Module):
 # ----------------------------------------------------------------------------------------------------------- RCAN
 
 
-@register_block("channel_attention", in_channels="channel")
+@register_block("channel_attention", in_channels="dim", renamed={"channel": "dim"})
 class ChannelAttention(nn.Module):
     """RCAN channel attention (``CALayer``), (B, C, H, W) -> (B, C, H, W): ``x * sigmoid(W2 relu(W1 mean_hw(x)))``.
 
     ``conv_du``: 1x1 C -> C // reduction (bias), ReLU, 1x1 -> C (bias), Sigmoid (keys ``conv_du.0``, ``conv_du.2``).
     """
 
-    def __init__(self, channel: PositiveInt, reduction: PositiveInt = 16) -> None:
+    def __init__(self, dim: PositiveInt, reduction: PositiveInt = 16) -> None:
         super().__init__()
-        if channel // reduction < 1:
-            raise ValueError(f"channel ({channel}) // reduction ({reduction}) must be >= 1")
-        self.out_channels = channel
+        if dim // reduction < 1:
+            raise ValueError(f"dim ({dim}) // reduction ({reduction}) must be >= 1")
+        self.out_channels = dim
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.conv_du = nn.Sequential(
-            nn.Conv2d(channel, channel // reduction, 1, padding=0, bias=True),
+            nn.Conv2d(dim, dim // reduction, 1, padding=0, bias=True),
             nn.ReLU(),
-            nn.Conv2d(channel // reduction, channel, 1, padding=0, bias=True),
+            nn.Conv2d(dim // reduction, dim, 1, padding=0, bias=True),
             nn.Sigmoid(),
         )
 
@@ -306,7 +306,7 @@ class ChannelAttention(nn.Module):
         return x * self.conv_du(self.avg_pool(x))
 
 
-@register_block("rcab", in_channels="n_feat")
+@register_block("rcab", in_channels="dim", renamed={"n_feat": "dim"})
 class RCAB(nn.Module):
     """Residual channel attention block (RCAN), (B, C, H, W) -> (B, C, H, W).
 
@@ -317,7 +317,7 @@ class RCAB(nn.Module):
 
     def __init__(
         self,
-        n_feat: PositiveInt,
+        dim: PositiveInt,
         kernel_size: PositiveInt = 3,
         reduction: PositiveInt = 16,
         bias: bool = True,
@@ -327,16 +327,16 @@ class RCAB(nn.Module):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.out_channels = n_feat
+        self.out_channels = dim
         self.res_scale = res_scale
         layers: list[nn.Module] = []
         for i in range(2):
-            layers.append(nn.Conv2d(n_feat, n_feat, kernel_size, padding=kernel_size // 2, bias=bias))
+            layers.append(nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, bias=bias))
             if bn:
-                layers.append(nn.BatchNorm2d(n_feat))
+                layers.append(nn.BatchNorm2d(dim))
             if i == 0:
                 layers.append(nn.ReLU())
-        layers.append(ChannelAttention(n_feat, reduction))
+        layers.append(ChannelAttention(dim, reduction))
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -344,7 +344,7 @@ class RCAB(nn.Module):
         return x + res if self.res_scale == 1.0 else x + self.res_scale * res
 
 
-@register_block("residual_group", in_channels="n_feat")
+@register_block("residual_group", in_channels="dim", renamed={"n_feat": "dim"})
 class ResidualGroup(nn.Module):
     """RCAN residual group, (B, C, H, W) -> (B, C, H, W): ``x + conv(RCAB_n(...RCAB_1(x)))``.
 
@@ -354,7 +354,7 @@ class ResidualGroup(nn.Module):
 
     def __init__(
         self,
-        n_feat: PositiveInt,
+        dim: PositiveInt,
         n_resblocks: PositiveInt = 20,
         kernel_size: PositiveInt = 3,
         reduction: PositiveInt = 16,
@@ -362,9 +362,9 @@ class ResidualGroup(nn.Module):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.out_channels = n_feat
-        layers: list[nn.Module] = [RCAB(n_feat, kernel_size, reduction) for _ in range(n_resblocks)]
-        layers.append(nn.Conv2d(n_feat, n_feat, kernel_size, padding=kernel_size // 2, bias=True))
+        self.out_channels = dim
+        layers: list[nn.Module] = [RCAB(dim, kernel_size, reduction) for _ in range(n_resblocks)]
+        layers.append(nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, bias=True))
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -100,7 +100,7 @@ class Act(nn.Module):
         return self.act(x)
 
 
-@register_block("layernorm2d", in_channels="num_channels")
+@register_block("layernorm2d", in_channels="dim", renamed={"num_channels": "dim"})
 class LayerNorm2d(nn.Module):
     """Channels-first LayerNorm: per pixel, normalise over C with the biased variance, then affine.
 
@@ -111,14 +111,14 @@ class LayerNorm2d(nn.Module):
     SAFMN body).
     """
 
-    def __init__(self, num_channels: PositiveInt, eps: float = 1e-6, affine: bool = True) -> None:
+    def __init__(self, dim: PositiveInt, eps: float = 1e-6, affine: bool = True) -> None:
         super().__init__()
         if eps <= 0:
             raise ValueError(f"eps must be > 0, got {eps}")
-        self.out_channels = num_channels
+        self.out_channels = dim
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_channels)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_channels)) if affine else None
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(dim)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(1, keepdim=True)

@@ -58,26 +58,26 @@ def _set_conv(like: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, padding
     return out
 
 
-@register_block("rrrb", in_channels="n_feats")
+@register_block("rrrb", in_channels="dim", renamed={"n_feats": "dim"})
 class RRRB(nn.Module):
-    """Re-parameterizable Residual-in-Residual Block, (B, n_feats, H, W) -> (B, n_feats, H, W).
+    """Re-parameterizable Residual-in-Residual Block, (B, dim, H, W) -> (B, dim, H, W).
 
-    Training form: ``reduce(fea(pad_b0(expand(x))) + expand(x)) + x`` with 1x1 expand/reduce convs (ratio*n_feats
+    Training form: ``reduce(fea(pad_b0(expand(x))) + expand(x)) + x`` with 1x1 expand/reduce convs (ratio*dim
     hidden channels) and an unpadded 3x3 ``fea_conv`` on input padded with the expand bias (exact merge at borders).
     Deploy form: one 3x3 conv ``rep_conv`` with padding 1.
     """
 
-    def __init__(self, n_feats: PositiveInt, ratio: PositiveInt = 2, deploy: bool = False) -> None:
+    def __init__(self, dim: PositiveInt, ratio: PositiveInt = 2, deploy: bool = False) -> None:
         super().__init__()
-        self.out_channels = n_feats
+        self.out_channels = dim
         self.deploy = deploy
         if deploy:
-            self.rep_conv = _conv3x3(n_feats, n_feats, 1)
+            self.rep_conv = _conv3x3(dim, dim, 1)
         else:
-            hidden = ratio * n_feats
-            self.expand_conv = nn.Conv2d(n_feats, hidden, 1, 1, 0)
+            hidden = ratio * dim
+            self.expand_conv = nn.Conv2d(dim, hidden, 1, 1, 0)
             self.fea_conv = nn.Conv2d(hidden, hidden, 3, 1, 0)
-            self.reduce_conv = nn.Conv2d(hidden, n_feats, 1, 1, 0)
+            self.reduce_conv = nn.Conv2d(hidden, dim, 1, 1, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:
@@ -106,52 +106,52 @@ class RRRB(nn.Module):
         self.deploy = True
 
 
-@register_block("erb", in_channels="n_feats")
+@register_block("erb", in_channels="dim", renamed={"n_feats": "dim"})
 class ERB(nn.Module):
-    """Enhanced Residual Block, (B, n_feats, H, W) -> (B, n_feats, H, W): RRRB -> LeakyReLU(0.1) -> RRRB.
+    """Enhanced Residual Block, (B, dim, H, W) -> (B, dim, H, W): RRRB -> LeakyReLU(0.1) -> RRRB.
 
     No activation after the second RRRB and no skip around the ERB.
     """
 
-    def __init__(self, n_feats: PositiveInt, ratio: PositiveInt = 2, deploy: bool = False) -> None:
+    def __init__(self, dim: PositiveInt, ratio: PositiveInt = 2, deploy: bool = False) -> None:
         super().__init__()
-        self.out_channels = n_feats
-        self.conv1 = RRRB(n_feats, ratio, deploy)
-        self.conv2 = RRRB(n_feats, ratio, deploy)
+        self.out_channels = dim
+        self.conv1 = RRRB(dim, ratio, deploy)
+        self.conv2 = RRRB(dim, ratio, deploy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(F.leaky_relu(self.conv1(x), LEAKY_SLOPE))
 
 
-@register_block("hfab", in_channels="n_feats")
+@register_block("hfab", in_channels="dim", renamed={"n_feats": "dim"})
 class HFAB(nn.Module):
-    """High-Frequency Attention Block, (B, n_feats, H, W) -> (B, n_feats, H, W).
+    """High-Frequency Attention Block, (B, dim, H, W) -> (B, dim, H, W).
 
-    ``x * sigmoid(excitate(lrelu(ERBs(lrelu(squeeze(x))))))`` with 3x3 squeeze (n_feats -> mid_feats) and excitate
-    (mid_feats -> n_feats) convs and ``n_erbs`` ERBs on mid_feats channels, no residual. Training form adds BatchNorms
+    ``x * sigmoid(excitate(lrelu(ERBs(lrelu(squeeze(x))))))`` with 3x3 squeeze (dim -> mid_feats) and excitate
+    (mid_feats -> dim) convs and ``n_erbs`` ERBs on mid_feats channels, no residual. Training form adds BatchNorms
     before squeeze (bn1), before excitate (bn2) and after excitate (bn3); the convs are unpadded and their input is
     padded with each BN's zero-input response (running statistics), so folding the BNs is exact at borders (eval mode).
     """
 
     def __init__(
         self,
-        n_feats: PositiveInt,
+        dim: PositiveInt,
         mid_feats: PositiveInt,
         n_erbs: NonNegativeInt = 1,
         ratio: PositiveInt = 2,
         deploy: bool = False,
     ) -> None:
         super().__init__()
-        self.out_channels = n_feats
+        self.out_channels = dim
         self.deploy = deploy
         pad = 1 if deploy else 0
         if not deploy:
-            self.bn1 = nn.BatchNorm2d(n_feats)
+            self.bn1 = nn.BatchNorm2d(dim)
             self.bn2 = nn.BatchNorm2d(mid_feats)
-            self.bn3 = nn.BatchNorm2d(n_feats)
-        self.squeeze = _conv3x3(n_feats, mid_feats, pad)
+            self.bn3 = nn.BatchNorm2d(dim)
+        self.squeeze = _conv3x3(dim, mid_feats, pad)
         self.convs = nn.Sequential(*(ERB(mid_feats, ratio, deploy) for _ in range(n_erbs)))
-        self.excitate = _conv3x3(mid_feats, n_feats, pad)
+        self.excitate = _conv3x3(mid_feats, dim, pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:

@@ -181,7 +181,7 @@ def cpd_merge(tokens: torch.Tensor, geo: CPDGeometry) -> torch.Tensor:
     return out.view(b, geo.height, geo.width, c).permute(0, 3, 1, 2)
 
 
-@register_block("cpd", in_channels="channels")
+@register_block("cpd", in_channels="dim", renamed={"channels": "dim"})
 class CPD(nn.Module):
     """Cascaded Patch Division then Patch Aggregation (HPINet), (B, C, H, W) -> (B, C, H, W); H, W >= patch_size.
 
@@ -192,10 +192,10 @@ class CPD(nn.Module):
     such a row and column cross), as in the official ``patch_reverse``. No parameters.
     """
 
-    def __init__(self, channels: PositiveInt, patch_size: PositiveInt, exact_average: bool = False) -> None:
+    def __init__(self, dim: PositiveInt, patch_size: PositiveInt, exact_average: bool = False) -> None:
         super().__init__()
         _check_patch_size(patch_size)
-        self.out_channels = channels
+        self.out_channels = dim
         self.patch_size = patch_size
         self.exact_average = exact_average
 

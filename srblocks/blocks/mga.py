@@ -173,26 +173,26 @@ def error_mask_target(coarse: torch.Tensor, refined: torch.Tensor, patch_size: i
 # ---------------------------------------------------------------------------------------------------- MP module
 
 
-@register_block("mask_predictor", in_channels="nf")
+@register_block("mask_predictor", in_channels="dim", renamed={"nf": "dim"})
 class MaskPredictor(nn.Module):
-    """MGA Mask-Prediction module (official ``MPModule``), (B, nf, H, W) -> error mask (B, 1, H/p, W/p).
+    """MGA Mask-Prediction module (official ``MPModule``), (B, dim, H, W) -> error mask (B, 1, H/p, W/p).
 
     ::
 
-        logits = spa_mask_1(x)          # 3x3 nf -> nf (bias), ReLU, 3x3 nf -> 2 (bias), at full LR resolution
+        logits = spa_mask_1(x)          # 3x3 dim -> dim (bias), ReLU, 3x3 dim -> 2 (bias), at full LR resolution
         m = softmax(logits / t, dim=1)[:, 1:]          # keep channel 1 ("under-SR"); t = temperature (1)
         m = lrelu_0.1(adaptive_avg_pool(m, (H/p, W/p)))   # mean per p x p patch; the LeakyReLU is a no-op (m >= 0)
         kern = conv_kernel(m)          # 1x1, 1 -> k1^2 (bias): per-position weights, affine in m's centre value
         M(y, x) = sum_j kern_j(y, x) * m(y + dy_j, x + dx_j)   # k1 x k1 neighbourhood, zero padded, row-major
 
-    Keys ``spa_mask_1.0``, ``spa_mask_1.2``, ``conv_kernel`` (23,502 params at nf = 50, 1,576 at nf = 12).
+    Keys ``spa_mask_1.0``, ``spa_mask_1.2``, ``conv_kernel`` (23,502 params at dim = 50, 1,576 at dim = 12).
     H and W must be multiples of ``patch_size`` (:class:`MaskGuided` pads). The output is unbounded (the D-Conv
     weights can be negative). ``top-K`` selection is not part of this block (:func:`select_topk`).
     """
 
     def __init__(
         self,
-        nf: PositiveInt,
+        dim: PositiveInt,
         patch_size: PositiveInt = 4,
         kernel_size: PositiveInt = 5,
         temperature: PositiveFloat = 1.0,
@@ -204,7 +204,7 @@ class MaskPredictor(nn.Module):
         self.size = patch_size
         self.k1 = kernel_size
         self.t = temperature
-        self.spa_mask_1 = nn.Sequential(nn.Conv2d(nf, nf, 3, 1, 1), nn.ReLU(), nn.Conv2d(nf, 2, 3, 1, 1))
+        self.spa_mask_1 = nn.Sequential(nn.Conv2d(dim, dim, 3, 1, 1), nn.ReLU(), nn.Conv2d(dim, 2, 3, 1, 1))
         self.conv_kernel = nn.Conv2d(1, kernel_size**2, 1, 1, 0)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1)
 
@@ -254,7 +254,7 @@ class MaskGuidedOutput:
 Mode = Literal["mask", "all", "dense", "base"]
 
 
-@register_block("mask_guided", in_channels="in_channels")
+@register_block("mask_guided", in_channels="in_channels", renamed={"nf": "dim"})
 class MaskGuided(nn.Module):
     """Mask-guided SR (MGA): Base-Net on the whole image, Refine-Net on the K worst p x p patches only.
 
@@ -264,9 +264,9 @@ class MaskGuided(nn.Module):
 
     * ``base(x)`` takes the LR input (B, in_channels, H, W) and returns a tuple ``(coarse, feat, *extras)``:
       ``coarse`` the coarse SR image (B, out_channels, s*H, s*W); ``feat`` the LR feature at the split node
-      (B, nf, H, W), seen by the MP module and cropped for the refine net; ``extras`` optional further LR tensors
+      (B, dim, H, W), seen by the MP module and cropped for the refine net; ``extras`` optional further LR tensors
       (B, C_i, H, W) that the refine net also needs (e.g. a long skip from the head, or the LR image for a global
-      bilinear skip). Official RFDN-MGA: ``RFDNBase`` returns ``(upsampler(out_lr), out_lr)``, nf = 50.
+      bilinear skip). Official RFDN-MGA: ``RFDNBase`` returns ``(upsampler(out_lr), out_lr)``, dim = 50.
     * ``refine(p_feat, *p_extras)`` receives the crops of ``feat`` and of each extra at the selected patches, in
       that order, each (N, C, p + 2*halo, p + 2*halo) (LR window with zero halo at image borders), and returns the
       HR patches (N, out_channels, s*p, s*p) - a refine net that strips the halo itself, like the official
@@ -303,7 +303,7 @@ class MaskGuided(nn.Module):
         in_channels: PositiveInt,
         base: SubNetwork,
         refine: SubNetwork,
-        nf: PositiveInt,
+        dim: PositiveInt,
         k: NonNegativeInt | float,
         out_channels: PositiveInt = 3,
         patch_size: PositiveInt = 4,
@@ -323,20 +323,20 @@ class MaskGuided(nn.Module):
         if mode == "mask" and not mask_predictor:
             raise ValueError("mode 'mask' needs the mask predictor (mask_predictor=False builds the -D network)")
         declared = getattr(base, "out_channels", None)
-        if isinstance(declared, Sequence) and len(declared) >= 2 and tuple(declared[:2]) != (out_channels, nf):
+        if isinstance(declared, Sequence) and len(declared) >= 2 and tuple(declared[:2]) != (out_channels, dim):
             raise ValueError(
-                f"base declares out_channels {list(declared)} but out_channels={out_channels}, nf={nf} were given"
+                f"base declares out_channels {list(declared)} but out_channels={out_channels}, dim={dim} were given"
             )
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.nf = nf
+        self.dim = dim
         self.k = k
         self.patch_size = patch_size
         self.halo = halo
         self.mode: Mode = mode
         self.base = base
         self.mask = (
-            MaskPredictor(nf, patch_size=patch_size, kernel_size=mask_kernel_size, temperature=temperature)
+            MaskPredictor(dim, patch_size=patch_size, kernel_size=mask_kernel_size, temperature=temperature)
             if mask_predictor
             else None
         )
@@ -358,8 +358,8 @@ class MaskGuided(nn.Module):
             raise ValueError(
                 f"mask_guided: base coarse image {tuple(coarse.shape)} is not (B, {self.out_channels}, s*{h}, s*{w})"
             )
-        if feats[0].shape[1] != self.nf:
-            raise ValueError(f"mask_guided: base feature has {feats[0].shape[1]} channels, expected nf={self.nf}")
+        if feats[0].shape[1] != self.dim:
+            raise ValueError(f"mask_guided: base feature has {feats[0].shape[1]} channels, expected dim={self.dim}")
         for f in feats:
             if f.shape[-2:] != (h, w):
                 raise ValueError(f"mask_guided: base LR tensors must be {h}x{w}, got {tuple(f.shape)}")

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 import pydantic
 import yaml
 
-from ..errors import SpecError, brief, clip
+from ..errors import SpecError, brief, clip, format_pydantic_error
 from .limits import MAX_DEPTH, MAX_DOCUMENT_NODES, MAX_EXTENDS, MAX_SPEC_BYTES, structure_problem
 from .schema import ArchSpec
 
@@ -68,24 +68,6 @@ def shipped_spec_path(name: str) -> Path:
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise SpecError(f"no such spec file or shipped spec name {brief(name)}{hint}")
     return path
-
-
-def format_pydantic_error(err: pydantic.ValidationError, prefix: str = "") -> tuple[str, str]:
-    """(YAML path of the first problem, message listing the problems) for a pydantic validation error.
-
-    Values are shown with :func:`~srblocks.errors.brief` (bounded); at most 8 problems are listed."""
-    problems, first_path = [], None
-    errors = err.errors()
-    for e in errors[:8]:
-        loc = ".".join(clip(str(p), 60) if not isinstance(p, int) else f"[{p}]" for p in e["loc"]).replace(".[", "[")
-        full = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
-        first_path = first_path or full
-        value = f" (got {brief(e['input'])})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) \
-            else ""
-        problems.append(f"{loc or full or '<root>'}: {clip(str(e['msg']), 300)}{value}")
-    if len(errors) > 8:
-        problems.append(f"and {len(errors) - 8} more problem(s)")
-    return first_path or prefix, "; ".join(problems)
 
 
 def _file_key(path: Path) -> str:
