@@ -267,8 +267,29 @@ def report(args: argparse.Namespace) -> None:
     lines += ["", "## Stability of the reference (ref_x4 vs ref_x4_long, 3x longer)", ""]
     if len(stable) >= 3:
         s = rank_stats([p[0] for p in stable], [p[1] for p in stable])
-        k = s["kendall"]
-        lines.append(f"Kendall tau {k[0]:+.2f} [{k[1]:+.2f}, {k[2]:+.2f}] over {len(stable)} architectures.")
+        k, sp = s["kendall"], s["spearman"]
+        lines.append(f"Kendall tau {k[0]:+.2f} [{k[1]:+.2f}, {k[2]:+.2f}], Spearman rho {sp[0]:+.2f} "
+                     f"[{sp[1]:+.2f}, {sp[2]:+.2f}] over {len(stable)} architectures.")
+        # FSRCNN is 5 dB below every other network: it is ranked last by anything, so it inflates tau
+        rest = [(r["ref"], r["ref_long"]) for r in table.values() if r.get("ref") is not None
+                and r.get("ref_long") is not None and r["label"] != "fsrcnn"]
+        if len(rest) >= 3 and len(rest) < len(stable):
+            k = rank_stats([p[0] for p in rest], [p[1] for p in rest])["kendall"]
+            lines.append(f"Without FSRCNN (last in every ranking): Kendall tau {k[0]:+.2f} [{k[1]:+.2f}, "
+                         f"{k[2]:+.2f}] over {len(rest)} architectures.")
+        gains = [p[1] - p[0] for p in stable]
+        lines.append(f"ref_x4_long gains {min(gains):+.2f} to {max(gains):+.2f} dB over ref_x4 "
+                     f"(median {float(np.median(gains)):+.2f} dB).")
+        both = [r for r in table.values() if r.get("ref_long") is not None]
+        lines += ["", "Proxies against ref_x4_long on the same architectures (Kendall tau):", "",
+                  "| proxy | n | against ref_x4 | against ref_x4_long |", "|---|---|---|---|"]
+        for proxy in PROXIES:
+            sub = [r for r in both if r.get(proxy) is not None and math.isfinite(r[proxy]) and r.get("ref")]
+            if len(sub) < 3:
+                continue
+            a = rank_stats([r[proxy] for r in sub], [r["ref"] for r in sub], n_resamples=200)["kendall"][0]
+            b = rank_stats([r[proxy] for r in sub], [r["ref_long"] for r in sub], n_resamples=200)["kendall"][0]
+            lines.append(f"| {proxy} | {len(sub)} | {a:+.2f} | {b:+.2f} |")
     else:
         lines.append(f"{len(stable)} architectures have both runs so far (need 3).")
     lines += ["", "## Per architecture", "",
