@@ -83,9 +83,13 @@ def _configure_summary(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-size", type=parse_size, default=None, metavar="HxW",
                    help="LR input size (default: HR 1280x720 divided by the scale)")
     p.add_argument("--deploy", action="store_true", help="profile the deploy (re-parameterized) form")
-    p.add_argument("--latency", action="store_true", help="also measure CPU latency (median after warm-up)")
-    p.add_argument("--runs", type=int, default=10, help="timed runs for --latency")
+    p.add_argument("--latency", nargs="?", const="measured", default=None, choices=["predicted", "measured", "both"],
+                   help="also show CPU latency: measured (median after warm-up; a bare --latency), predicted by "
+                        "this device's latency table (`srblocks latency calibrate`), or both")
+    p.add_argument("--runs", type=int, default=10, help="timed runs for a measured --latency")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for --latency")
+    p.add_argument("--latency-table", default=None, metavar="TABLE",
+                   help="latency table for --latency predicted (default: this device's)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -107,8 +111,12 @@ def _summary(args: argparse.Namespace) -> int:
     if args.deploy:
         model = deploy(model)
     lr_size = args.lr_size or default_lr_size(info.scale)
-    result = profile(model, lr_size, latency=args.latency, runs=args.runs, threads=args.threads)
+    measure = args.latency in ("measured", "both")
+    predicted = _predicted_latency(model, lr_size, args) if args.latency in ("predicted", "both") else None
+    result = profile(model, lr_size, latency=measure, runs=args.runs, threads=args.threads)
     data = result.as_dict()
+    if predicted is not None:
+        data.update(predicted)
     # the spec's own reproduction targets for this setting (not for --deploy: its variables describe the train form)
     entries = [] if args.deploy else matching_entries(info.spec, info.variables, lr_size)
     checked = [(e, compare_entry(info.spec, info.source, e, result.params, result)) for e in entries]
@@ -131,6 +139,11 @@ def _summary(args: argparse.Namespace) -> int:
     if result.latency_ms is not None:
         print(f"  latency          {result.latency_ms:.1f} ms (median of {args.runs}, "
               f"{result.latency_threads} threads, {result.latency_device})")
+    if predicted is not None:
+        print(f"  latency (pred.)  {predicted['latency_predicted_ms']:.1f} ms +-{predicted['latency_band'] * 100:.0f} % "
+              f"(blocks {predicted['latency_blocks_ms']:.1f} ms + overhead {predicted['latency_overhead_ms']:+.1f} ms"
+              f"{'' if predicted['latency_calibrated'] else ', overhead not calibrated yet'}; "
+              f"{predicted['latency_measured_now']} block(s) measured now; table {predicted['latency_table']})")
     for entry, entry_rows in checked:
         print(f"  expected         {entry.reference or 'no reference given'}")
         for r in entry_rows:
@@ -138,6 +151,29 @@ def _summary(args: argparse.Namespace) -> int:
             note = f" (without {', '.join(entry.macs_exclude)})" if r.metric == "macs" and entry.macs_exclude else ""
             print(f"    {r.metric:<14} {r.target.written}{note}: {'yes' if r.ok else 'NO'}{paper}")
     return 0
+
+
+def _predicted_latency(model: Any, lr_size: tuple[int, int], args: argparse.Namespace) -> dict[str, Any]:
+    """``--latency predicted``: the latency table's prediction for ``model`` (block calls the table lacks are
+    measured now and added to it). Units: ms; ``latency_band`` is relative."""
+    from pathlib import Path
+
+    from .latency.predict import predict_latency
+    from .latency.runners import TorchRunner
+    from .latency.table import open_table
+
+    runner = TorchRunner("cpu", args.threads)
+    table, path = open_table(args.latency_table, runner.key())
+    if not Path(path).is_file():
+        raise CliError(f"no latency table for {runner.key().describe()} at {path}; run `srblocks latency calibrate "
+                       f"--spec {args.spec}` first (or give --latency-table)")
+    p = predict_latency(model, table, (1, 3, *lr_size), runner=runner)
+    if p.measured_now:
+        table.save(path)
+    return {"latency_predicted_ms": p.ms, "latency_band": p.band, "latency_blocks_ms": p.blocks_ms,
+            "latency_overhead_ms": p.overhead_ms, "latency_calibrated": p.calibrated,
+            "latency_measured_now": p.measured_now, "latency_memory_format": p.memory_format,
+            "latency_table": str(path)}
 
 
 def _configure_table(p: argparse.ArgumentParser) -> None:
@@ -325,7 +361,7 @@ def _load_command_modules() -> None:
     """Import modules that register further sub-commands (evaluation, training, search) when present."""
     import importlib
 
-    for module in ("srblocks.cli_eval", "srblocks.search.cli"):
+    for module in ("srblocks.cli_eval", "srblocks.search.cli", "srblocks.latency.cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -1,0 +1,238 @@
+"""What a model runs: its block calls, each with the key of its latency table entry.
+
+A model built by :func:`srblocks.build_model` is a ``torch.fx.GraphModule`` whose nodes call registered blocks.
+Each call is keyed by everything its speed depends on:
+
+* the block name and its constructor arguments (``module.srblocks_args``, recorded by the assembler);
+* its parameter layout (names, shapes, dtypes: a re-parameterized deploy form differs from the training form);
+* its input shapes (B, C, H, W), dtype and memory format (``contiguous`` NCHW or ``channels_last`` NHWC) as the
+  block sees them inside the model;
+* the model's weight memory format.
+
+Shapes come from one meta-device pass at the measured size (no arithmetic); input layouts from one real CPU pass at
+a small probe size (the spec's ``dry_run_size``, at most the measured size), because the layout a block receives is
+decided by the blocks before it (oneDNN convolutions with channels-last weights return NHWC, some blocks return
+NCHW) and the meta device does not model that.
+
+Models that are not a plain chain of block calls (``mask_guided`` transforms, modules not built from a spec) are one
+opaque call of the whole model, keyed by its spec, variables and parameter layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import fx, nn
+
+__all__ = ["TensorSpec", "BlockCall", "block_calls", "model_memory_format", "tensor_layout", "WHOLE_MODEL"]
+
+#: the block name of an opaque whole-model entry
+WHOLE_MODEL = "(whole model)"
+
+
+def tensor_layout(t: torch.Tensor) -> str:
+    """``contiguous``, ``channels_last`` or ``strided`` (any other layout) of a tensor."""
+    if t.is_contiguous():
+        return "contiguous"
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return "channels_last"
+    return "strided"
+
+
+def model_memory_format(model: nn.Module) -> str:
+    """``channels_last`` if the model's 4-D weights are NHWC, else ``contiguous`` (weights whose layout is ambiguous,
+    such as 1x1 kernels, do not decide)."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            layout = tensor_layout(p)
+            if layout == "channels_last" or (layout == "contiguous" and not p.is_contiguous(
+                    memory_format=torch.channels_last)):
+                return layout
+    return "contiguous"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An input as a block sees it: shape (B, C, H, W, ...), dtype name (``float32``) and layout."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    layout: str
+
+    def make(self, seed: int = 0) -> torch.Tensor:
+        """A random CPU tensor of this shape, dtype and layout (uniform [0, 1) for floats)."""
+        dtype = getattr(torch, self.dtype)
+        generator = torch.Generator().manual_seed(seed)
+        if dtype.is_floating_point:
+            t = torch.rand(self.shape, dtype=dtype, generator=generator)
+        else:
+            t = torch.zeros(self.shape, dtype=dtype)
+        if self.layout == "channels_last" and t.dim() == 4:
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    def as_list(self) -> list[Any]:
+        return [list(self.shape), self.dtype, self.layout]
+
+
+@dataclass(frozen=True)
+class BlockCall:
+    """One node of a model: its name in the graph, the table key, the block name, a short label, the module and
+    the inputs it receives."""
+
+    node: str
+    key: str
+    block: str
+    label: str
+    module: nn.Module
+    inputs: tuple[TensorSpec, ...]
+
+    def make_inputs(self) -> tuple[torch.Tensor, ...]:
+        return tuple(spec.make(i) for i, spec in enumerate(self.inputs))
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON-able, order-independent form of constructor arguments (sub-modules by their own arguments)."""
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, nn.Module):
+        args = getattr(value, "srblocks_args", None)
+        return {"module": type(value).__qualname__,
+                "args": _canonical(args) if args is not None else hashlib.sha1(str(value).encode()).hexdigest()}
+    return repr(value)
+
+
+def _param_layout(module: nn.Module) -> list[Any]:
+    return [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in module.state_dict().items()]
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+
+
+def _spec(t: torch.Tensor, layout: str | None = None) -> TensorSpec:
+    return TensorSpec(tuple(t.shape), str(t.dtype).removeprefix("torch."), layout or tensor_layout(t))
+
+
+def _label(block: str, args: dict[str, Any], inputs: Sequence[TensorSpec]) -> str:
+    shown = ", ".join(f"{k}={v}" for k, v in list(_canonical(args).items())[:6] if not isinstance(v, (dict, list)))
+    shapes = " ".join("x".join(map(str, s.shape)) + ("/NHWC" if s.layout == "channels_last" else "") for s in inputs)
+    return f"{block}({shown}) on {shapes}"
+
+
+class _NotChain(Exception):
+    """The graph has nodes other than block calls on tensors: use one whole-model entry."""
+
+
+def _is_chain(model: nn.Module) -> bool:
+    if not isinstance(model, fx.GraphModule):
+        return False
+    for node in model.graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        if node.op != "call_module" or node.kwargs or not all(isinstance(a, fx.Node) for a in node.args):
+            return False
+        if getattr(model.get_submodule(str(node.target)), "srblocks_args", None) is None:
+            return False
+    return sum(n.op == "placeholder" for n in model.graph.nodes) == 1
+
+
+def _meta_inputs(model: fx.GraphModule, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """node name -> the meta tensors its block receives (a meta pass at the measured size)."""
+    values: dict[fx.Node, torch.Tensor] = {}
+    out: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for node in model.graph.nodes:
+            if node.op == "placeholder":
+                values[node] = x
+            elif node.op == "call_module":
+                module = model.get_submodule(str(node.target))
+                inputs = [values[a] for a in node.args]  # type: ignore[index]
+                state = {n: torch.empty_like(t, device="meta")
+                         for n, t in [*module.named_parameters(), *module.named_buffers()]}
+                result = torch.func.functional_call(module, state, tuple(inputs), strict=False)
+                if not isinstance(result, torch.Tensor):
+                    raise _NotChain
+                values[node] = result
+                out[node.name] = inputs
+    return out
+
+
+def _probe_layouts(model: fx.GraphModule, shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, list[str]]:
+    """node name -> the layouts of its inputs in one real CPU pass at a small size (empty dict if that fails)."""
+    info = getattr(model, "meta", {}).get("srblocks") if isinstance(getattr(model, "meta", None), dict) else None
+    probe = getattr(getattr(info, "spec", None), "dry_run_size", None) or (64, 64)
+    size = (min(probe[0], shape[-2]), min(probe[1], shape[-1])) if len(shape) == 4 else shape[2:]
+    layouts: dict[str, list[str]] = {}
+
+    class Probe(fx.Interpreter):
+        def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+            layouts[self._node_name] = [tensor_layout(a) for a in args if isinstance(a, torch.Tensor)]
+            return super().call_module(target, args, kwargs)
+
+        def run_node(self, n: fx.Node) -> Any:
+            self._node_name = n.name
+            return super().run_node(n)
+
+    try:
+        with torch.no_grad():
+            Probe(model).run(torch.rand((*shape[:2], *size), dtype=dtype))
+    except Exception:  # noqa: BLE001 - a probe that cannot run leaves the rule below (model layout after the input)
+        return {}
+    return layouts
+
+
+def block_calls(model: nn.Module, input_shape: Sequence[int], dtype: torch.dtype = torch.float32) -> list[BlockCall]:
+    """The block calls of ``model`` for a contiguous ``input_shape`` input (B, C, H, W), in graph order.
+
+    Raises whatever the model raises when it cannot process that shape (as the profiler would)."""
+    shape = tuple(int(v) for v in input_shape)
+    fmt = model_memory_format(model)
+    dtype_name = str(dtype).removeprefix("torch.")
+    if _is_chain(model):
+        gm: fx.GraphModule = model  # type: ignore[assignment]
+        try:
+            metas = _meta_inputs(gm, torch.empty(shape, dtype=dtype, device="meta"))
+        except _NotChain:
+            metas = None
+        if metas is not None:
+            layouts = _probe_layouts(gm, shape, dtype)
+            placeholder = next(n.name for n in gm.graph.nodes if n.op == "placeholder")
+            calls = []
+            for node in gm.graph.nodes:
+                if node.op != "call_module":
+                    continue
+                module = gm.get_submodule(str(node.target))
+                probed = layouts.get(node.name)
+                specs = []
+                for i, (arg, t) in enumerate(zip(node.args, metas[node.name])):
+                    if probed is not None and i < len(probed):
+                        layout = probed[i]
+                    else:  # the image arrives contiguous; after a block, a channels-last model's features are NHWC
+                        layout = "contiguous" if arg.name == placeholder or t.dim() != 4 else fmt
+                    specs.append(_spec(t, layout))
+                block = getattr(module, "block_name", None) or type(module).__name__
+                args = getattr(module, "srblocks_args", {})
+                key = _digest({"block": block, "args": _canonical(args), "params": _param_layout(module),
+                               "inputs": [s.as_list() for s in specs], "format": fmt})
+                calls.append(BlockCall(node.name, key, block, _label(block, args, specs), module, tuple(specs)))
+            return calls
+    info = getattr(model, "meta", {}).get("srblocks") if isinstance(getattr(model, "meta", None), dict) else None
+    identity: Any = {"spec": info.spec.model_dump(mode="json"), "variables": _canonical(info.variables)} if \
+        info is not None else {"module": hashlib.sha1(str(model).encode()).hexdigest()}
+    spec = TensorSpec(shape, dtype_name, "contiguous")
+    key = _digest({"block": WHOLE_MODEL, "model": identity, "params": _param_layout(model),
+                   "inputs": [spec.as_list()], "format": fmt})
+    name = info.spec.name if info is not None else type(model).__name__
+    return [BlockCall("(model)", key, WHOLE_MODEL, f"{WHOLE_MODEL} {name} on {'x'.join(map(str, shape))}"
+                      + ("/NHWC weights" if fmt == "channels_last" else ""), model, (spec,))]
