@@ -8,16 +8,54 @@ Front door::
     print(srblocks.profile(model, lr_size=(180, 320)))
 """
 
-from . import blocks  # noqa: F401  (eager registration of every block)
-from .build import ModelInfo, build_model, model_info
-from .deploy import deploy
-from .errors import SpecError
-from .evaluate import EvalResult, ImageResult, evaluate, upscale_image, upscale_tensor
-from .profile import Profile, profile
-from .registry import block_names, get_block, list_blocks, register_block
-from .spec import load_spec, shipped_spec_names
-from .train import StopTraining, TrainConfig, TrainingDiverged, TrainResult, ValidationReport, train
-from .weights import WeightsError, load_weights, read_state_dict, save_weights
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_attributes
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use
+    from .build import ModelInfo, build_model, model_info
+    from .deploy import deploy
+    from .errors import SpecError
+    from .evaluate import EvalResult, ImageResult, evaluate, upscale_image, upscale_tensor
+    from .profile import Profile, profile
+    from .registry import block_names, get_block, list_blocks, register_block
+    from .spec import load_spec, shipped_spec_names
+    from .train import StopTraining, TrainConfig, TrainingDiverged, TrainResult, ValidationReport, train
+    from .weights import WeightsError, load_weights, read_state_dict, save_weights
+
+_EXPORTS = {
+    "ModelInfo": ".build",
+    "build_model": ".build",
+    "model_info": ".build",
+    "deploy": ".deploy",
+    "SpecError": ".errors",
+    "EvalResult": ".evaluate",
+    "ImageResult": ".evaluate",
+    "evaluate": ".evaluate",
+    "upscale_image": ".evaluate",
+    "upscale_tensor": ".evaluate",
+    "Profile": ".profile",
+    "profile": ".profile",
+    "block_names": ".registry",
+    "get_block": ".registry",
+    "list_blocks": ".registry",
+    "register_block": ".registry",
+    "load_spec": ".spec",
+    "shipped_spec_names": ".spec",
+    "StopTraining": ".train",
+    "TrainConfig": ".train",
+    "TrainingDiverged": ".train",
+    "TrainResult": ".train",
+    "ValidationReport": ".train",
+    "train": ".train",
+    "WeightsError": ".weights",
+    "load_weights": ".weights",
+    "read_state_dict": ".weights",
+    "save_weights": ".weights",
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 
 __all__ = [
     "EvalResult",

@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from .cli import CliError, _add_spec_arguments, build_from_args, command, parse_overrides
 
 __all__: list[str] = []
@@ -68,6 +66,8 @@ def _spec_has_variable(spec: str, name: str) -> bool:
 
 def load_model_for_inference(args: argparse.Namespace) -> torch.nn.Module:
     """Build the spec, load ``--weights`` (``--official``), apply ``--deploy``, move to ``--device``; eval mode."""
+    import torch
+
     from .deploy import deploy
     from .weights import WeightsError, load_weights
 
@@ -100,6 +100,8 @@ def load_model_for_inference(args: argparse.Namespace) -> torch.nn.Module:
 
 @contextlib.contextmanager
 def _threads(n: int | None) -> Iterator[None]:
+    import torch
+
     previous = torch.get_num_threads()
     if n is not None:
         if n < 1:
@@ -469,6 +471,8 @@ def _train_protocol(args: argparse.Namespace) -> int:
 @command("train", _configure_train)
 def _train(args: argparse.Namespace) -> int:
     """Train (or fine-tune) a spec on image patches; resumable run folder."""
+    import torch
+
     from .build import model_info
     from .train import CHECKPOINT_NAME, WEIGHTS_NAME, TrainConfig, train
     from .weights import load_weights

@@ -9,7 +9,6 @@ models stay channels-last).
 from __future__ import annotations
 
 import torch
-from timm.utils.model import reparameterize_model
 from torch import nn
 
 __all__ = ["deploy"]
@@ -17,6 +16,8 @@ __all__ = ["deploy"]
 
 def deploy(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Deploy-form copy of ``model`` (or ``model`` itself with ``inplace=True``), in eval mode."""
+    from timm.utils.model import reparameterize_model  # imported here: timm pulls in torchvision (~3 s at start-up)
+
     was = model.training
     model.eval()
     channels_last = any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)

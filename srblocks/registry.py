@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
 import inspect
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -222,8 +224,16 @@ def _validating_init(info: BlockInfo, init: Callable[..., None]) -> Callable[...
     return __init__
 
 
+def _ensure_builtin_blocks() -> None:
+    """Register srblocks' own blocks (importing ``srblocks.blocks``) before the registry is read; ``import srblocks``
+    itself is lazy, so nothing else guarantees they are there."""
+    if "srblocks.blocks" not in sys.modules:
+        importlib.import_module("srblocks.blocks")
+
+
 def get_block(name: str) -> BlockInfo:
     """Look up a block; unknown names raise :class:`UnknownBlockError` naming the closest registered names."""
+    _ensure_builtin_blocks()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -236,11 +246,13 @@ def get_block(name: str) -> BlockInfo:
 
 def block_names() -> list[str]:
     """All registered block names, sorted."""
+    _ensure_builtin_blocks()
     return sorted(_REGISTRY)
 
 
 def list_blocks() -> dict[str, dict[str, Any]]:
     """Registered blocks with their summary, input arity, channel argument and argument JSON schema."""
+    _ensure_builtin_blocks()
     return {
         n: {
             "class": f"{i.cls.__module__}.{i.cls.__qualname__}",

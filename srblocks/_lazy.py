@@ -1,0 +1,36 @@
+"""Lazy package attributes (PEP 562): a package's public names are imported on first use, not at ``import``.
+
+``import srblocks`` and ``srblocks --help`` then cost milliseconds instead of the seconds torch, optuna and timm take
+to import; ``srblocks.build_model`` (or ``from srblocks import build_model``) imports what it needs the first time.
+Submodules (``srblocks.blocks``) are found the same way, as if the package had imported them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from typing import Any, Callable, Mapping
+
+__all__ = ["lazy_attributes"]
+
+
+def lazy_attributes(package: str, exports: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps each public name to the submodule (relative,
+    e.g. ``".build"``) that defines it. A resolved name is cached on the package, so the hook runs once per name."""
+
+    def __getattr__(name: str) -> Any:
+        module = sys.modules[package]
+        if name in exports:
+            value = getattr(importlib.import_module(exports[name], package), name)
+        elif not name.startswith("__") and importlib.util.find_spec(f"{package}.{name}") is not None:
+            value = importlib.import_module(f"{package}.{name}")
+        else:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        setattr(module, name, value)
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(exports))
+
+    return __getattr__, __dir__
