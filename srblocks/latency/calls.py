@@ -9,10 +9,11 @@ Each call is keyed by everything its speed depends on:
   block sees them inside the model;
 * the model's weight memory format.
 
-Shapes come from one meta-device pass at the measured size (no arithmetic); input layouts from one real CPU pass at
-a small probe size (the spec's ``dry_run_size``, at most the measured size), because the layout a block receives is
-decided by the blocks before it (oneDNN convolutions with channels-last weights return NHWC, some blocks return
-NCHW) and the meta device does not model that.
+Shapes come from one meta-device pass at the measured size (no arithmetic; a block already seen on the same input
+shapes is not run again). Input layouts come from one real CPU pass at a small probe size (32x32, else the spec's
+``dry_run_size``), because the layout a block receives is decided by the blocks before it (oneDNN convolutions with
+channels-last weights return NHWC, some blocks return NCHW) and the meta device does not model that; what each
+block returns for which input layouts is remembered, so a model made only of blocks seen before needs no probe.
 
 Models that are not a plain chain of block calls (``mask_guided`` transforms, modules not built from a spec) are one
 opaque call of the whole model, keyed by its spec, variables and parameter layout.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -147,8 +149,23 @@ def _is_chain(model: nn.Module) -> bool:
     return sum(n.op == "placeholder" for n in model.graph.nodes) == 1
 
 
-def _meta_inputs(model: fx.GraphModule, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-    """node name -> the meta tensors its block receives (a meta pass at the measured size)."""
+#: (block identity, input shapes/dtypes) -> (output shape, dtype): repeated blocks skip the meta pass
+_SHAPES: "OrderedDict[Any, tuple[tuple[int, ...], torch.dtype]]" = OrderedDict()
+#: (block identity, input layouts, model format) -> output layout, learnt from probes: a model whose every block is
+#: known needs no probe
+_LAYOUTS: "OrderedDict[Any, str]" = OrderedDict()
+_CACHE_SIZE = 8192
+
+
+def _remember(cache: OrderedDict, key: Any, value: Any) -> None:
+    cache[key] = value
+    if len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
+
+
+def _meta_inputs(model: fx.GraphModule, x: torch.Tensor, idents: dict[str, str]) -> dict[str, list[torch.Tensor]]:
+    """node name -> the meta tensors its block receives (a meta pass at the measured size; a block already seen on
+    the same input shapes is not run again)."""
     values: dict[fx.Node, torch.Tensor] = {}
     out: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
@@ -156,40 +173,66 @@ def _meta_inputs(model: fx.GraphModule, x: torch.Tensor) -> dict[str, list[torch
             if node.op == "placeholder":
                 values[node] = x
             elif node.op == "call_module":
-                module = model.get_submodule(str(node.target))
                 inputs = [values[a] for a in node.args]  # type: ignore[index]
-                state = {n: torch.empty_like(t, device="meta")
-                         for n, t in [*module.named_parameters(), *module.named_buffers()]}
-                result = torch.func.functional_call(module, state, tuple(inputs), strict=False)
-                if not isinstance(result, torch.Tensor):
-                    raise _NotChain
-                values[node] = result
+                key = (idents[node.name], tuple((tuple(t.shape), t.dtype) for t in inputs))
+                known = _SHAPES.get(key)
+                if known is None:
+                    module = model.get_submodule(str(node.target))
+                    state = {n: torch.empty_like(t, device="meta")
+                             for n, t in [*module.named_parameters(), *module.named_buffers()]}
+                    result = torch.func.functional_call(module, state, tuple(inputs), strict=False)
+                    if not isinstance(result, torch.Tensor):
+                        raise _NotChain
+                    known = (tuple(result.shape), result.dtype)
+                    _remember(_SHAPES, key, known)
+                values[node] = torch.empty(known[0], dtype=known[1], device="meta")
                 out[node.name] = inputs
     return out
 
 
-def _probe_layouts(model: fx.GraphModule, shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, list[str]]:
-    """node name -> the layouts of its inputs in one real CPU pass at a small size (empty dict if that fails)."""
-    info = getattr(model, "meta", {}).get("srblocks") if isinstance(getattr(model, "meta", None), dict) else None
-    probe = getattr(getattr(info, "spec", None), "dry_run_size", None) or (64, 64)
-    size = (min(probe[0], shape[-2]), min(probe[1], shape[-1])) if len(shape) == 4 else shape[2:]
+def _probe_layouts(model: fx.GraphModule, shape: tuple[int, ...], dtype: torch.dtype,
+                   idents: dict[str, str], fmt: str) -> dict[str, list[str]] | None:
+    """node name -> the layouts of its inputs, from the layout cache when every block of the model is known there,
+    else from one real CPU pass at a small size (32x32, else the spec's ``dry_run_size``) that fills the cache.
+    None if no probe could run."""
+    placeholder = next(n for n in model.graph.nodes if n.op == "placeholder")
     layouts: dict[str, list[str]] = {}
+    produced: dict[fx.Node, str] = {placeholder: "contiguous"}
+    for node in model.graph.nodes:
+        if node.op != "call_module":
+            continue
+        ins = [produced.get(a) for a in node.args]  # type: ignore[misc]
+        out = _LAYOUTS.get((idents[node.name], tuple(ins), fmt)) if None not in ins else None
+        if out is None:
+            break
+        layouts[node.name], produced[node] = ins, out  # type: ignore[assignment]
+    else:
+        return layouts
+    info = getattr(model, "meta", {}).get("srblocks") if isinstance(getattr(model, "meta", None), dict) else None
+    dry = getattr(getattr(info, "spec", None), "dry_run_size", None) or (64, 64)
+    for probe in ((32, 32), tuple(dry)):
+        size = (min(probe[0], shape[-2]), min(probe[1], shape[-1]))
+        layouts = {}
+        outputs: dict[str, str] = {}
 
-    class Probe(fx.Interpreter):
-        def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
-            layouts[self._node_name] = [tensor_layout(a) for a in args if isinstance(a, torch.Tensor)]
-            return super().call_module(target, args, kwargs)
+        class Probe(fx.Interpreter):
+            def run_node(self, n: fx.Node) -> Any:
+                if n.op == "call_module":
+                    layouts[n.name] = [tensor_layout(a) for a in self.map_nodes_to_values(n.args, n)]
+                result = super().run_node(n)
+                if n.op == "call_module" and isinstance(result, torch.Tensor):
+                    outputs[n.name] = tensor_layout(result)
+                return result
 
-        def run_node(self, n: fx.Node) -> Any:
-            self._node_name = n.name
-            return super().run_node(n)
-
-    try:
-        with torch.no_grad():
-            Probe(model).run(torch.rand((*shape[:2], *size), dtype=dtype))
-    except Exception:  # noqa: BLE001 - a probe that cannot run leaves the rule below (model layout after the input)
-        return {}
-    return layouts
+        try:
+            with torch.no_grad():
+                Probe(model).run(torch.rand((*shape[:2], *size), dtype=dtype))
+        except Exception:  # noqa: BLE001 - too small for this model: try the spec's own dry-run size
+            continue
+        for name, out in outputs.items():
+            _remember(_LAYOUTS, (idents[name], tuple(layouts[name]), fmt), out)
+        return layouts
+    return None
 
 
 def block_calls(model: nn.Module, input_shape: Sequence[int], dtype: torch.dtype = torch.float32) -> list[BlockCall]:
@@ -201,18 +244,22 @@ def block_calls(model: nn.Module, input_shape: Sequence[int], dtype: torch.dtype
     dtype_name = str(dtype).removeprefix("torch.")
     if _is_chain(model):
         gm: fx.GraphModule = model  # type: ignore[assignment]
+        modules = {n.name: gm.get_submodule(str(n.target)) for n in gm.graph.nodes if n.op == "call_module"}
+        described = {name: (getattr(m, "block_name", None) or type(m).__name__, getattr(m, "srblocks_args", {}))
+                     for name, m in modules.items()}
+        idents = {name: _digest({"block": block, "args": _canonical(args), "params": _param_layout(modules[name])})
+                  for name, (block, args) in described.items()}
         try:
-            metas = _meta_inputs(gm, torch.empty(shape, dtype=dtype, device="meta"))
+            metas = _meta_inputs(gm, torch.empty(shape, dtype=dtype, device="meta"), idents)
         except _NotChain:
             metas = None
         if metas is not None:
-            layouts = _probe_layouts(gm, shape, dtype)
+            layouts = _probe_layouts(gm, shape, dtype, idents, fmt) or {}
             placeholder = next(n.name for n in gm.graph.nodes if n.op == "placeholder")
             calls = []
             for node in gm.graph.nodes:
                 if node.op != "call_module":
                     continue
-                module = gm.get_submodule(str(node.target))
                 probed = layouts.get(node.name)
                 specs = []
                 for i, (arg, t) in enumerate(zip(node.args, metas[node.name])):
@@ -221,11 +268,10 @@ def block_calls(model: nn.Module, input_shape: Sequence[int], dtype: torch.dtype
                     else:  # the image arrives contiguous; after a block, a channels-last model's features are NHWC
                         layout = "contiguous" if arg.name == placeholder or t.dim() != 4 else fmt
                     specs.append(_spec(t, layout))
-                block = getattr(module, "block_name", None) or type(module).__name__
-                args = getattr(module, "srblocks_args", {})
-                key = _digest({"block": block, "args": _canonical(args), "params": _param_layout(module),
-                               "inputs": [s.as_list() for s in specs], "format": fmt})
-                calls.append(BlockCall(node.name, key, block, _label(block, args, specs), module, tuple(specs)))
+                block, args = described[node.name]
+                key = _digest({"ident": idents[node.name], "inputs": [s.as_list() for s in specs], "format": fmt})
+                calls.append(BlockCall(node.name, key, block, _label(block, args, specs), modules[node.name],
+                                       tuple(specs)))
             return calls
     info = getattr(model, "meta", {}).get("srblocks") if isinstance(getattr(model, "meta", None), dict) else None
     identity: Any = {"spec": info.spec.model_dump(mode="json"), "variables": _canonical(info.variables)} if \

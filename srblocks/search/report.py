@@ -34,7 +34,8 @@ from .budgets import METRIC_LABELS, describe_check, format_metric
 __all__ = ["export_results", "trial_rows", "winners", "budget_checks", "outcome", "objective_names",
            "format_value"]
 
-METRIC_KEYS = ("params", "macs", "memory", "latency", "acts", "zero_cost", "psnr")
+METRIC_KEYS = ("params", "macs", "memory", "latency", "latency_predicted", "latency_measured", "acts", "zero_cost",
+               "psnr")
 _BUDGET_ORDER = ("params", "macs", "memory", "latency")
 _OBJECTIVE_LABELS = {"psnr": "PSNR (dB)", "zero-cost": "zero-cost proxy (grad norm)", "pareto": "PSNR (dB)"}
 TS = optuna.trial.TrialState
@@ -181,7 +182,9 @@ def _spec_of(study: optuna.Study, trial: optuna.trial.FrozenTrial, name: str) ->
     attrs = trial.user_attrs
     lr = study.user_attrs.get("lr_size")
     measured = ", ".join(f"{label} {format_metric(k, attrs[k])}" for k, label in
-                         (("params", "params"), ("macs", "MACs"), ("memory", "peak memory"), ("latency", "latency"))
+                         (("params", "params"), ("macs", "MACs"), ("memory", "peak memory"),
+                          ("latency", "latency" if attrs.get("latency_measured") is not None
+                           or attrs.get("latency_predicted") is None else "predicted latency"))
                          if attrs.get(k) is not None)
     budgets = attrs.get("budgets", study.user_attrs.get("budgets")) or {}
     budget_text = ", ".join(f"{k} <= {format_metric(k, v)}" for k, v in budgets.items()) or "none"

@@ -4,9 +4,12 @@ Per trial, cheapest first:
 
 1. sample a concrete spec from the space (recorded as the trial's ``spec`` user attribute) and build it; an invalid
    sample fails the trial with its reason (``failure`` user attribute) and the study goes on;
-2. params (instant), then MACs and peak memory (one meta-device profile, ~0.1 s), then latency (real runs) only when a
-   latency budget or objective needs it. Every measured budget is recorded with ``trial.set_constraint(name,
-   measured - budget)`` (feasible iff <= 0) so constraint-aware samplers learn the feasible region, and an over-budget
+2. params (instant), then MACs and peak memory (one meta-device profile, ~0.1 s), then latency only when a
+   latency budget or objective needs it: predicted by the device's latency table (:mod:`srblocks.latency`; block
+   calls it lacks are measured once and cached), and measured for real only when the prediction is within its error
+   band of the budget (or while the table is not calibrated yet); the trial records ``latency`` (the value used),
+   ``latency_predicted``, ``latency_measured`` (when measured) and ``latency_band``. Every measured budget is
+   recorded with ``trial.set_constraint(name, measured - budget)`` (feasible iff <= 0) so constraint-aware samplers learn the feasible region, and an over-budget
    candidate is pruned at once, before any training;
 3. a zero-cost proxy (``grad_norm``), always logged;
 4. the objective: ``zero-cost`` returns the proxy; ``psnr`` trains the candidate with :func:`srblocks.train.train`
@@ -97,6 +100,20 @@ class SearchOptions:
     heartbeat_interval: int = 30
     grace_period: int | None = None
     progress_every: float = 30.0
+    latency_table: str | None = None
+    latency_model: bool = True
+
+
+def make_budget_latency(options: SearchOptions, settings: Any) -> Any:
+    """The latency source of a worker: a :class:`srblocks.latency.BudgetLatency` on torch CPU with the space's
+    ``threads`` and the table ``options.latency_table`` (default: the device's), or None with
+    ``options.latency_model=False`` (every candidate measured, ``latency_runs`` runs)."""
+    if not options.latency_model:
+        return None
+    from ..latency import BudgetLatency, MeasureSettings, TorchRunner
+
+    measure = MeasureSettings(warmup=1, min_samples=max(3, settings.latency_runs), max_samples=15, rel_precision=0.03)
+    return BudgetLatency(TorchRunner("cpu", settings.threads), options.latency_table, settings=measure)
 
 
 def _directions(objective: str, space: SearchSpace) -> list[str]:
@@ -217,6 +234,7 @@ def evaluate_candidate(
     latency_runs: int,
     need_latency: bool,
     record: Any = None,
+    latency: Any = None,
 ) -> tuple[torch.nn.Module, dict[str, float], dict[str, float]]:
     """Build ``spec`` and measure it against ``budgets``, cheapest first.
 
@@ -224,6 +242,9 @@ def evaluate_candidate(
     Returns (model, metrics, violations) where violations maps budget -> measured - limit for every measured budget.
     Stops measuring at the first violated budget. ``record(name, value)`` is called for each violation as soon as
     it is known (the Optuna trial's ``set_constraint``).
+
+    ``latency``: a :class:`srblocks.latency.BudgetLatency` (predict; measure near the budget), or None to measure
+    every candidate (``latency_runs`` runs after one warm-up). Latency metrics are in ms.
     """
     try:
         model = build_model(spec, check_shapes=False)  # the profile below runs the same meta-device forward
@@ -258,9 +279,15 @@ def evaluate_candidate(
     if not (check("macs", metrics["macs"]) and check("memory", metrics["memory"])):
         return model, metrics, violations
     if need_latency or budgets.latency is not None:
-        ms, _ = measure_latency(inference, (1, 3, *lr_size), runs=latency_runs, warmup=1, threads=threads)
-        metrics["latency"] = ms
-        check("latency", ms)
+        if latency is None:
+            ms, _ = measure_latency(inference, (1, 3, *lr_size), runs=latency_runs, warmup=1, threads=threads)
+            metrics.update(latency=ms, latency_measured=ms)
+        else:
+            result = latency.evaluate(inference, (1, 3, *lr_size), budgets.latency, name=str(spec.get("name")))
+            metrics.update(latency=result.value_ms, latency_predicted=result.predicted_ms, latency_band=result.band)
+            if result.measured_ms is not None:
+                metrics["latency_measured"] = result.measured_ms
+        check("latency", metrics["latency"])
     return model, metrics, violations
 
 
@@ -287,6 +314,13 @@ class _Objective:
         self.progress = progress
         self._data: tuple[Any, Any] | None = None
         self._identity = worker_identity()
+        self._latency: Any = None
+
+    def _latency_source(self, needed: bool) -> Any:
+        """The worker's :func:`make_budget_latency` (made on first need: opening the table costs a file read)."""
+        if needed and self._latency is None and self.options.latency_model:
+            self._latency = make_budget_latency(self.options, self.settings)
+        return self._latency
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         s = self.settings
@@ -310,7 +344,8 @@ class _Objective:
         try:
             model, metrics, violations = evaluate_candidate(
                 spec, self.budgets, lr_size=tuple(s.lr_size), threads=s.threads, latency_runs=s.latency_runs,
-                need_latency=second == "latency", record=trial.set_constraint)
+                need_latency=second == "latency", record=trial.set_constraint,
+                latency=self._latency_source(second == "latency" or self.budgets.latency is not None))
         except InvalidCandidate as exc:
             return self._fail(trial, str(exc))
         for key, value in metrics.items():
@@ -370,7 +405,8 @@ class _Objective:
     def _repeat(self, trial: optuna.Trial, origin: optuna.trial.FrozenTrial) -> float | tuple[float, ...]:
         """Give ``trial`` the outcome of ``origin`` (same parameters) without building or training anything."""
         trial.set_user_attr("duplicate_of", origin.number)
-        for key in ("params", "macs", "memory", "latency", "acts", "zero_cost", "psnr"):
+        for key in ("params", "macs", "memory", "latency", "latency_predicted", "latency_measured", "latency_band",
+                    "acts", "zero_cost", "psnr"):
             if origin.user_attrs.get(key) is not None:
                 trial.set_user_attr(key, origin.user_attrs[key])
         for name, limit in self.budgets.items():
