@@ -9,8 +9,8 @@ Per trial, cheapest first:
    calls it lacks are measured once and cached), and measured for real only when the prediction is within its error
    band of the budget (or while the table is not calibrated yet); the trial records ``latency`` (the value used),
    ``latency_predicted``, ``latency_measured`` (when measured) and ``latency_band``. Every measured budget is
-   recorded with ``trial.set_constraint(name, measured - budget)`` (feasible iff <= 0) so constraint-aware samplers learn the feasible region, and an over-budget
-   candidate is pruned at once, before any training;
+   recorded with ``trial.set_constraint(name, measured - budget)`` (feasible iff <= 0) so constraint-aware
+   samplers learn the feasible region, and an over-budget candidate is pruned at once, before any training;
 3. a zero-cost proxy (``grad_norm``), always logged;
 4. the objective: ``zero-cost`` returns the proxy; ``psnr`` trains the candidate with :func:`srblocks.train.train`
    for a fixed budget and returns the held-out PSNR, reporting intermediate values so the pruner can stop bad
