@@ -128,7 +128,7 @@ def load_weights(
         official: the keys are the official implementation's; rename them through the spec's mapping.
         strict: every key must match (names and shapes); errors list the first offending keys.
     """
-    state = read_state_dict(source)
+    state = raw = read_state_dict(source)
     if official:
         state = official_to_model_keys(model, state)
     own = model.state_dict()
@@ -148,12 +148,68 @@ def load_weights(
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(mismatched[:4])}")
     if problems:
-        hint = "" if official else " (official checkpoint? pass official=True)"
-        raise WeightsError(clip("weights do not fit the model: " + " | ".join(problems) + hint, 1500))
+        origin = "the state_dict" if isinstance(source, Mapping) else str(source)
+        hint = _diagnose(model, raw, official)
+        raise WeightsError(clip(f"{clip(origin, 300)}: " + (f"{hint}; " if hint else "")
+                                + "weights do not fit the model: " + " | ".join(problems), 1500))
     loaded = {k: v for k, v in state.items() if k in own}
     check_finite(loaded, "<state_dict>" if isinstance(source, Mapping) else str(source))
     model.load_state_dict(loaded, strict=strict)
     return model
+
+
+#: scales tried when weights do not fit a model built from a spec with a ``scale`` variable
+CANDIDATE_SCALES = (2, 3, 4, 8)
+
+
+def _fits(own: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
+    return set(own) == set(state) and all(tuple(own[k].shape) == tuple(state[k].shape) for k in own)
+
+
+def _diagnose(model: nn.Module, raw: Mapping[str, torch.Tensor], official: bool) -> str | None:
+    """Why weights that do not fit ``model`` do not: they are for another scale of the same spec ("these weights
+    are for x2, the model is x4"), or they use the official key names and need ``official=True``. None when neither
+    explains it. Other scales are built on the meta device (no memory, no dry run), only on this error path."""
+    try:
+        info = model_info(model)
+    except TypeError:
+        return None
+
+    def keyed(m: nn.Module, as_official: bool) -> Mapping[str, Any] | None:
+        if not as_official:
+            return raw
+        try:
+            return official_to_model_keys(m, raw)
+        except WeightsError:
+            return None
+
+    if not official and info.spec.official_checkpoint is not None:
+        mapped = keyed(model, True)
+        if mapped is not None and _fits(model.state_dict(), mapped):
+            return "these are the official implementation's key names: pass official=True (--official)"
+    scale = info.scale
+    if not isinstance(scale, int) or "scale" not in info.spec.variables:
+        return None
+    from .build import build_model
+
+    defaults = info.spec.variables
+    given = {k: v for k, v in info.variables.items()
+             if k in defaults and not isinstance(defaults[k], str) and v != defaults[k] and k != "scale"}
+    for candidate in CANDIDATE_SCALES:
+        if candidate == scale:
+            continue
+        try:
+            with torch.device("meta"):
+                other = build_model(info.spec, check_shapes=False, **given, scale=candidate)
+        except Exception:  # noqa: BLE001 - a scale the spec does not support explains nothing
+            continue
+        for as_official in (official, not official):
+            state = keyed(other, as_official)
+            if state is not None and _fits(other.state_dict(), state):
+                flag = "" if as_official == official else (
+                    " (with official=True)" if as_official else " (without official=True)")
+                return f"these weights are for x{candidate}{flag}, the model is x{scale}"
+    return None
 
 
 def check_finite(state: Mapping[str, torch.Tensor], origin: str) -> None:

@@ -10,6 +10,7 @@ from torch import nn
 
 import srblocks
 from srblocks import WeightsError
+from conftest import require_shared_file
 
 
 @pytest.fixture()
@@ -125,3 +126,47 @@ def test_latency_is_measured_with_threads_recorded() -> None:
     result = srblocks.profile(srblocks.build_model("safmn", scale=2, n_blocks=1), (16, 16), latency=True, runs=2,
                               warmup=1, threads=1)
     assert result.latency_ms is not None and result.latency_ms > 0 and result.latency_threads == 1
+
+
+# ------------------------------------------------------------------------------------ weights for the wrong scale
+def test_weights_of_another_scale_say_which_scale(tmp_path) -> None:
+    """SAFMN x4 weights into SAFMN x2 (a shape mismatch in the tail) once said "official checkpoint? pass
+    official=True"; now the message names the file and both scales."""
+    from srblocks import build_model, load_weights, save_weights
+    from srblocks.weights import WeightsError
+
+    path = tmp_path / "safmn_x4.pth"
+    save_weights(build_model("safmn", scale=4, n_blocks=2), path)
+    with pytest.raises(WeightsError) as err:
+        load_weights(build_model("safmn", scale=2, n_blocks=2), path)
+    text = str(err.value)
+    assert text.startswith(str(path)) and "these weights are for x4, the model is x2" in text
+    assert "official" not in text
+
+
+def test_official_weights_of_another_scale() -> None:
+    """HPINet-M: the x2 checkpoint lacks the second upsampler stage of x4 ("2 missing key(s)")."""
+    from srblocks import build_model, load_weights
+    from srblocks.weights import WeightsError
+
+    path = require_shared_file("weights/hpinet_m_x2.pth")
+    with pytest.raises(WeightsError, match=r"hpinet_m_x2.pth: these weights are for x2, the model is x4"):
+        load_weights(build_model("hpinet_m", scale=4), path, official=True)
+
+
+def test_official_key_names_without_official_get_the_hint() -> None:
+    from srblocks import build_model, load_weights
+    from srblocks.weights import WeightsError
+
+    path = require_shared_file("weights/hpinet_m_x4.pth")
+    with pytest.raises(WeightsError, match="official implementation's key names: pass official=True"):
+        load_weights(build_model("hpinet_m", scale=4), path)
+
+
+def test_unrelated_weights_get_no_invented_hint() -> None:
+    from srblocks import build_model, load_weights
+    from srblocks.weights import WeightsError
+
+    with pytest.raises(WeightsError) as err:
+        load_weights(build_model("safmn", scale=4, n_blocks=1), build_model("fsrcnn", scale=4).state_dict())
+    assert "these weights are for" not in str(err.value) and "official" not in str(err.value)
