@@ -8,8 +8,9 @@ Contents (times in milliseconds):
 * ``points``: calibration points, whole models measured for real: (memory format, sum of their block entries,
   measured ms);
 * ``overhead``: per memory format, the fit ``measured = a_ms + b x blocks_ms`` over those points (the per-model
-  overhead is ``a_ms + (b - 1) x blocks_ms``) and ``band``, the relative error a prediction is trusted to
-  (the 90th percentile of the fit's relative residuals, at least 3 %; at least 10 % with fewer than 5 points).
+  overhead is ``a_ms + (b - 1) x blocks_ms``; a ratio alone, a = 0, with fewer than 8 points) and ``band``, the
+  relative error a prediction is trusted to (the 90th percentile of the fit's relative residuals, at least 3 %; at
+  least 10 % with fewer than 5 points).
 
 Location: ``-o``/an explicit path, else ``$SRBLOCKS_LATENCY_DIR/<device slug>.json``, else
 ``~/.cache/srblocks/latency/<device slug>.json``. Copy the file to a machine with the same key (same CPU model,
@@ -39,6 +40,8 @@ VERSION = 1
 DEFAULT_BAND = 0.25
 #: calibration points (per memory format) before a fit is trusted
 MIN_POINTS = 3
+#: calibration points (per memory format) from which the overhead has a constant and a slope
+LINEAR_POINTS = 8
 _MIN_BAND = 0.03
 _FEW_POINTS_BAND = 0.10
 
@@ -83,13 +86,19 @@ class Overhead:
 
 
 def fit_overhead(points: list[ModelPoint]) -> Overhead:
-    """Least-squares ``measured = a + b x blocks`` (b kept in [0.5, 2]; with fewer than 3 points b = 1 and a is the
-    median offset), and the error band from the relative residuals."""
+    """The overhead fit and its error band (from the relative residuals).
+
+    With at least :data:`LINEAR_POINTS` points spread over different sizes: least squares ``measured = a + b x
+    blocks`` (b kept in [0.5, 2]); with fewer, one ratio ``measured = b x blocks`` (b the median ratio, a = 0),
+    which a few noisy points cannot tilt."""
     if not points:
         return Overhead()
     xs = [p.blocks_ms for p in points]
     ys = [p.measured_ms for p in points]
-    if len(points) >= MIN_POINTS and max(xs) > min(xs):
+    if len(points) < LINEAR_POINTS and all(x > 0 for x in xs):
+        b = min(2.0, max(0.5, statistics.median(y / x for x, y in zip(xs, ys))))
+        a = 0.0
+    elif len(points) >= LINEAR_POINTS and max(xs) > min(xs):
         mx, my = statistics.fmean(xs), statistics.fmean(ys)
         b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
         b = min(2.0, max(0.5, b))
