@@ -9,6 +9,8 @@ that contains FMEN blocks, not only on assembled models).
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 from torch import nn
 
@@ -32,18 +34,22 @@ class MyNet(nn.Module):
         return self.tail(f)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="training steps on random images")
+    parser.add_argument("--dim", type=int, default=32, help="feature width of MyNet")
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
-    net = MyNet()
+    net = MyNet(dim=args.dim)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     lr = torch.rand(4, 3, 24, 24)
     hr = torch.nn.functional.interpolate(lr, scale_factor=2, mode="bicubic", align_corners=False)
-    for step in range(20):
+    for _ in range(args.steps):
         loss = torch.nn.functional.l1_loss(net(lr), hr)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    print(f"after 20 steps: L1 {loss.item():.4f}")
+    print(f"after {args.steps} steps: L1 {loss.item():.4f}")
     net.eval()
     deployed = srblocks.deploy(net)  # HFAB: BatchNorms folded, ERBs merged into single 3x3 convs
     with torch.no_grad():

@@ -10,11 +10,14 @@ Run: ``python examples/hpinet_block_reuse.py``
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 from torch import nn
 
 from srblocks.blocks.common import Act, Conv, PixelShuffle, Resize
 from srblocks.blocks.hpinet import GPA, HPIBlock
+from srblocks.cli import parse_size
 from srblocks.registry import get_block
 
 
@@ -41,10 +44,15 @@ class TinyHPISR(nn.Module):
         return self.skip(x) + self.tail(self.body(self.head(x)))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=parse_size, default="40x52",
+                        help="LR input HxW or N (each side >= 16, the largest patch size)")
+    args = parser.parse_args(argv)
+    h, w = args.size
     torch.manual_seed(0)
     net = TinyHPISR().eval()
-    x = torch.rand(2, 3, 40, 52)
+    x = torch.rand(2, 3, h, w)
     with torch.no_grad():
         y = net(x)
         partners = net.body[1].partners(net.body[0](net.head(x)))  # GPA partners of the first hpi_block, per image

@@ -48,6 +48,7 @@ import torch
 import yaml
 
 import srblocks
+from srblocks.cli import parse_size
 
 SPEC = """
 extends: safmn
@@ -62,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--size", default="180x320")
+    parser.add_argument("--size", type=parse_size, default="180x320", help="LR size HxW, or N for NxN")
     args = parser.parse_args(argv)
-    h, w = (int(v) for v in args.size.split("x"))
+    h, w = args.size
     torch.manual_seed(0)
 
     spec = yaml.safe_load(SPEC)

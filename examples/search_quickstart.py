@@ -35,12 +35,12 @@ from srblocks.search import SearchOptions, export_results, run_search
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("-o", "--out", default="runs/quickstart")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     start = time.perf_counter()
     options = SearchOptions(space_path=str(REPO / "search" / "hybrid_x4.yaml"), out_dir=args.out, trials=args.trials,
                             budgets="params=240K,memory=65MB", train_iters=args.iters, progress=True)

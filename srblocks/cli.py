@@ -38,11 +38,12 @@ def command(name: str, configure: Callable[[argparse.ArgumentParser], None]) -> 
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"180x320"`` -> (180, 320) (height x width)."""
+    """``"180x320"`` -> (180, 320) (height x width); ``"48"`` -> (48, 48)."""
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
+        parts = [int(v) for v in text.lower().split("x")]
+        h, w = parts if len(parts) == 2 else (parts[0], parts[0]) if len(parts) == 1 else (0, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 180x320), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"size must look like HxW or N (e.g. 180x320, 48), got {text!r}") from None
     if h < 1 or w < 1:
         raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
     return h, w
