@@ -258,6 +258,24 @@ def test_calibrate_command_builds_a_table_for_a_tiny_spec_and_summary_predicts(t
     assert main(["latency", "calibrate"]) == 2
 
 
+def test_calibrate_on_a_search_template_measures_its_samples_and_covers_more_blocks(tmp_path, capsys) -> None:
+    from srblocks.cli import main
+
+    from test_search import TINY
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(TINY))
+    table = tmp_path / "table.json"
+    args = ["latency", "calibrate", "--search", str(space), "--memory-format", "contiguous", "--threads", "1",
+            "--quick", "-o", str(table)]
+    assert main([*args, "--samples", "1", "--cover", "0"]) == 0
+    first = load_table(table)
+    assert {p.name for p in first.points} == {"tiny_safmn_small/contiguous", "tiny_safmn_sample0/contiguous"}
+    assert main([*args, "--samples", "1", "--cover", "6"]) == 0  # reruns extend the table
+    second = load_table(table)
+    assert set(first.blocks) < set(second.blocks) and len(second.points) == 4
+
+
 # -- the search --------------------------------------------------------------------------------------------------
 
 def _calibrated(tmp_path: Path, clock: FakeClock) -> BudgetLatency:

@@ -21,9 +21,9 @@ from .measure import MeasureSettings, Timer, measure_interleaved
 from .runners import Runner
 from .table import BlockEntry, LatencyTable, ModelPoint
 
-__all__ = ["calibrate", "measure_missing", "measure_models", "CalibrationReport", "Progress"]
+__all__ = ["calibrate", "cover_blocks", "measure_missing", "measure_models", "CalibrationReport", "Progress"]
 
-#: progress(stage, done, total, text): stage is "blocks" or "models"
+#: progress(stage, done, total, text): stage is "blocks", "models" or "candidates"; total 0 when not known
 Progress = Callable[[str, int, int, str], None]
 
 
@@ -108,3 +108,19 @@ def calibrate(table: LatencyTable, models: Sequence[tuple[str, nn.Module]], inpu
             table.add_point(ModelPoint(name, model_memory_format(model), blocks_ms, whole[name]))
     return CalibrationReport(measured, len(table.blocks), len(models) if measure_whole else 0,
                              time.perf_counter() - start)
+
+
+def cover_blocks(table: LatencyTable, models: Iterable[tuple[str, nn.Module]], input_shape: Sequence[int],
+                 runner: Runner, settings: MeasureSettings = MeasureSettings(), *, dtype: torch.dtype = torch.float32,
+                 timer: Timer = time.perf_counter, progress: Progress | None = None) -> int:
+    """Measure the block calls of many models (e.g. hundreds of samples of a search space) that ``table`` lacks,
+    without measuring the models themselves; returns how many entries were added. ``models`` is consumed lazily and
+    only one module per new key is kept, so memory stays at the distinct blocks."""
+    new: dict[str, BlockCall] = {}
+    for i, (name, model) in enumerate(models, 1):
+        for call in block_calls(model, input_shape, dtype):
+            if call.key not in table.blocks:
+                new.setdefault(call.key, call)
+        if progress is not None and i % 10 == 0:
+            progress("candidates", i, 0, f"{name}: {len(new)} new block calls so far")
+    return measure_missing(table, list(new.values()), runner, settings, timer=timer, progress=progress)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..cli import CliError, command, default_lr_size, parse_size
 
@@ -20,6 +21,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     c.add_argument("--search", action="append", default=[], metavar="TEMPLATE",
                    help="search template: calibrate on its seeds and --samples random candidates (repeatable)")
     c.add_argument("--samples", type=int, default=12, help="random candidates per --search template (default 12)")
+    c.add_argument("--cover", type=int, default=100,
+                   help="further random candidates per --search template whose block calls are measured (not the "
+                        "models): the more, the fewer blocks a search meets unmeasured (default 100)")
     c.add_argument("--seed", type=int, default=0, help="random seed of the sampled candidates")
     c.add_argument("--scale", type=int, default=None, help="scale of --spec models (default: the spec's)")
     c.add_argument("--lr-size", type=parse_size, default=None, metavar="HxW",
@@ -40,18 +44,16 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 
 def _progress(stage: str, done: int, total: int, text: str) -> None:
-    print(f"  [{stage} {done}/{total}] {text}", file=sys.stderr, flush=True)
+    print(f"  [{stage} {done}/{total or '?'}] {text}", file=sys.stderr, flush=True)
 
 
 def _models(args: argparse.Namespace, formats: tuple[str, ...]) -> tuple[list[tuple[str, Any]], tuple[int, int],
                                                                          int | None]:
     """(name, deploy-form model) for every spec/template candidate and format; the LR size; template threads."""
     from ..build import build_model, model_info
-    from ..deploy import deploy
     from ..errors import SpecError
 
-    def inference(model: Any) -> Any:
-        return deploy(model) if any(hasattr(m, "reparameterize") for m in model.modules()) else model.eval()
+    inference = _inference
 
     models: list[tuple[str, Any]] = []
     sizes: set[tuple[int, int]] = set()
@@ -83,27 +85,58 @@ def _models(args: argparse.Namespace, formats: tuple[str, ...]) -> tuple[list[tu
     return models, next(iter(sizes)), threads
 
 
+def _inference(model: Any) -> Any:
+    """The form that is deployed (re-parameterized where a block has a training form), in eval mode."""
+    from ..deploy import deploy
+
+    return deploy(model) if any(hasattr(m, "reparameterize") for m in model.modules()) else model.eval()
+
+
+def _cover_models(args: argparse.Namespace, formats: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    """``--cover`` random candidates of every template, built lazily (another random stream than ``--samples``)."""
+    from ..build import build_model
+    from ..errors import SpecError
+    from ..search.space import load_search_space
+    from .sampling import template_candidates
+
+    for source in args.search:
+        space = load_search_space(source)
+        for name, spec in template_candidates(space, args.cover, args.seed + 7919, with_seeds=False):
+            for fmt in formats:
+                try:
+                    yield f"{name}/{fmt}", _inference(build_model(spec, memory_format=fmt, check_shapes=False))
+                except SpecError:
+                    break
+
+
 def _calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import calibrate
+    from .calibrate import calibrate, cover_blocks
     from .measure import QUICK, MeasureSettings
     from .runners import TorchRunner
     from .table import open_table
 
     if not args.spec and not args.search:
         raise CliError("give --spec SPEC and/or --search TEMPLATE to calibrate on")
-    if args.samples < 0:
-        raise CliError(f"--samples must be >= 0, got {args.samples}")
+    if args.samples < 0 or args.cover < 0:
+        raise CliError(f"--samples and --cover must be >= 0, got {args.samples} and {args.cover}")
+    start = time.perf_counter()
     formats = MEMORY_FORMATS if args.memory_format == "both" else (args.memory_format,)
     models, lr_size, template_threads = _models(args, formats)
     runner = TorchRunner(args.device, args.threads or template_threads)
     table, path = open_table(args.out, runner.key())
     print(f"calibrating {len(models)} model(s) at LR {lr_size[0]}x{lr_size[1]} on {runner.key().describe()}; "
           f"table {path} ({len(table.blocks)} entries so far)", file=sys.stderr, flush=True)
-    report = calibrate(table, models, (1, 3, *lr_size), runner, QUICK if args.quick else MeasureSettings(),
-                       progress=_progress)
+    settings = QUICK if args.quick else MeasureSettings()
+    report = calibrate(table, models, (1, 3, *lr_size), runner, settings, progress=_progress)
     table.save(path)
-    print(f"wrote {path}: {report.blocks_total} block entries ({report.blocks_measured} new), {report.models} "
-          f"models measured, {report.seconds:.1f} s")
+    covered = 0
+    if args.search and args.cover > 0:
+        print(f"measuring the block calls of {args.cover} more candidates per template", file=sys.stderr, flush=True)
+        covered = cover_blocks(table, _cover_models(args, formats), (1, 3, *lr_size), runner, settings,
+                               progress=_progress)
+        table.save(path)
+    print(f"wrote {path}: {len(table.blocks)} block entries ({report.blocks_measured + covered} new), {report.models} "
+          f"models measured, {time.perf_counter() - start:.1f} s")
     _print_fits(table)
     return 0
 
