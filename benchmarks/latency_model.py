@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 import srblocks  # noqa: E402
 from srblocks.latency import (MeasureSettings, TorchRunner, calibrate, predict_latency)  # noqa: E402
-from srblocks.latency.calibrate import cover_blocks, measure_models  # noqa: E402
+from srblocks.latency.calibration import cover_blocks, measure_models  # noqa: E402
 from srblocks.latency.measure import QUICK  # noqa: E402
 from srblocks.latency.sampling import template_candidates  # noqa: E402
 from srblocks.latency.table import open_table  # noqa: E402

@@ -11,19 +11,22 @@ Modules, one job each:
   layout, input shapes, dtype and memory format;
 * :mod:`.table`: the cached per-device table (a small JSON file, written atomically) and its overhead fit;
 * :mod:`.predict`: a model's predicted latency;
-* :mod:`.calibrate`: building a table from specs and search templates;
+* :mod:`.calibration`: building a table from specs and search templates;
 * :mod:`.estimator`: what the search uses: the prediction, and a real measurement near a budget's boundary;
 * :mod:`.cli`: ``srblocks latency calibrate`` and ``srblocks latency show``.
+
+The public names below are imported on first use (``srblocks --help`` loads no torch).
 """
 
-from .calibrate import calibrate, measure_missing
-from .device import DeviceKey
-from .estimator import BudgetLatency, LatencyResult
-from .measure import MeasureSettings, Timing, measure_interleaved
-from .predict import Prediction, predict_latency
-from .runners import Runner, TorchRunner
-from .table import LatencyTable, LatencyTableError, default_table_path, load_table
+from .._lazy import lazy_attributes
 
-__all__ = ["DeviceKey", "Runner", "TorchRunner", "MeasureSettings", "Timing", "measure_interleaved", "LatencyTable",
-           "LatencyTableError", "default_table_path", "load_table", "Prediction", "predict_latency", "calibrate",
-           "measure_missing", "BudgetLatency", "LatencyResult"]
+_EXPORTS = {
+    "DeviceKey": ".device", "Runner": ".runners", "TorchRunner": ".runners", "MeasureSettings": ".measure",
+    "Timing": ".measure", "measure_interleaved": ".measure", "LatencyTable": ".table", "LatencyTableError": ".table",
+    "default_table_path": ".table", "load_table": ".table", "Prediction": ".predict", "predict_latency": ".predict",
+    "calibrate": ".calibration", "measure_missing": ".calibration", "BudgetLatency": ".estimator",
+    "LatencyResult": ".estimator",
+}
+__all__ = list(_EXPORTS)
+# imported on first use (``srblocks --help`` registers ``srblocks latency`` without importing torch)
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

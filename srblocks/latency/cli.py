@@ -110,7 +110,7 @@ def _cover_models(args: argparse.Namespace, formats: tuple[str, ...]) -> Iterato
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import calibrate, cover_blocks
+    from .calibration import calibrate, cover_blocks
     from .measure import QUICK, MeasureSettings
     from .runners import TorchRunner
     from .table import open_table

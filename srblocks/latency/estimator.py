@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .calibrate import measure_models
+from .calibration import measure_models
 from .calls import model_memory_format
 from .measure import MeasureSettings, Timer
 from .predict import predict_latency

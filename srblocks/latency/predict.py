@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import SrblocksError
-from .calibrate import Progress, measure_missing
+from .calibration import Progress, measure_missing
 from .calls import block_calls, model_memory_format
 from .measure import MeasureSettings, Timer
 from .runners import Runner
