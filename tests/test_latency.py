@@ -313,6 +313,22 @@ def test_budget_uses_the_prediction_and_measures_only_near_the_boundary(tmp_path
     assert "model" not in ran and violations["latency"] > 0 and "latency_measured" not in metrics
     assert len(estimator.table.points) == 9  # the near-boundary measurement became a calibration point
     assert len(load_table(tmp_path / "table.json").points) == 9  # and was saved
+    before = len(estimator.runner.prepared)
+    _, metrics, _ = evaluate_candidate(spec, parse_budgets(None), lr_size=(16, 16), threads=1, latency_runs=1,
+                                       need_latency=True, latency=estimator)  # a latency objective, no budget
+    assert metrics["latency"] == pytest.approx(predicted) and "latency_measured" not in metrics
+    assert "model" not in estimator.runner.prepared[before:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_runner_measures_on_the_gpu_with_its_own_device_key() -> None:
+    runner = TorchRunner("cuda")
+    assert runner.key().backend == "torch-cuda" and runner.key().threads is None
+    table = LatencyTable(runner.key())
+    model = tiny(8)
+    p = predict_latency(model, table, SHAPE, runner=runner, settings=FAST)
+    assert p.measured_now == 6 and all(e.ms > 0 for e in table.blocks.values())
+    assert all(t.device.type == "cpu" for t in model.parameters())  # blocks are copied to the GPU, not moved
 
 
 def test_search_with_a_latency_budget_records_predicted_and_measured_latency(tmp_path, monkeypatch) -> None:

@@ -8,7 +8,8 @@ Python overhead then do not dominate); the reported time is per call.
 
 Stability: the standard error of a median is about 1.2533 x sigma / sqrt(n), with sigma estimated robustly as
 IQR / 1.349; a candidate is stable when that is below ``rel_precision`` of its median. Sampling stops when every
-candidate is stable (after ``min_samples``) or has ``max_samples``, or after ``time_limit_s``.
+candidate is stable (after ``min_samples``) or has ``max_samples``, or once ``min_samples`` are taken and the rounds
+have lasted ``time_limit_s`` (default 30 s: a model taking seconds per pass gets ``min_samples``).
 
 The clock is injectable (``timer``, seconds): tests pass a fake clock and get deterministic timings.
 """
@@ -40,7 +41,7 @@ class MeasureSettings:
     rel_precision: float = 0.02
     min_sample_s: float = 0.005
     max_number: int = 200
-    time_limit_s: float | None = None
+    time_limit_s: float | None = 30.0
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.min_samples < 1 or self.max_samples < self.min_samples:
