@@ -355,5 +355,8 @@ def test_search_with_a_latency_budget_records_predicted_and_measured_latency(tmp
         a = t.user_attrs
         near = abs(a["latency_predicted"] - limit) <= a["latency_band"] * a["latency_predicted"]
         assert ("latency_measured" in a) == near, (t.number, a)
+        if "over budget: latency" in str(a.get("pruned_reason")):
+            assert ("(predicted, band +-" in a["pruned_reason"]) == (not near)
         assert a["latency"] == a.get("latency_measured", a["latency_predicted"])
     assert any("latency_measured" in t.user_attrs for t in evaluated)  # the seed, next to the budget
+    assert any("(predicted, band +-" in str(t.user_attrs.get("pruned_reason")) for t in evaluated)  # larger ones

@@ -291,6 +291,13 @@ def evaluate_candidate(
     return model, metrics, violations
 
 
+def _latency_note(metric: str, metrics: dict[str, float]) -> str:
+    """`` (predicted, band +-10 %)`` after a latency that was predicted and not measured; else empty."""
+    if metric != "latency" or "latency_measured" in metrics or "latency_predicted" not in metrics:
+        return ""
+    return f" (predicted, band +-{metrics.get('latency_band', 0) * 100:.0f} %)"
+
+
 def _best_text(study: optuna.Study, unit: str) -> str:
     if len(study.directions) > 1:
         return ""
@@ -351,7 +358,7 @@ class _Objective:
         for key, value in metrics.items():
             trial.set_user_attr(key, value)
         if any(v > 0 for v in violations.values()):
-            over = ", ".join(describe_check(k, metrics[k], getattr(self.budgets, k))
+            over = ", ".join(describe_check(k, metrics[k], getattr(self.budgets, k)) + _latency_note(k, metrics)
                              for k, v in violations.items() if v > 0)
             trial.set_user_attr("pruned_reason", f"over budget: {over}")
             raise optuna.TrialPruned(f"over budget: {over}")
