@@ -224,11 +224,15 @@ def _probe_layouts(model: fx.GraphModule, shape: tuple[int, ...], dtype: torch.d
                     outputs[n.name] = tensor_layout(result)
                 return result
 
+        was_training = model.training
+        model.eval()  # never update a training-form model's statistics (BatchNorm)
         try:
             with torch.no_grad():
                 Probe(model).run(torch.rand((*shape[:2], *size), dtype=dtype))
         except Exception:  # noqa: BLE001 - too small for this model: try the spec's own dry-run size
             continue
+        finally:
+            model.train(was_training)
         for name, out in outputs.items():
             _remember(_LAYOUTS, (idents[name], tuple(layouts[name]), fmt), out)
         return layouts
