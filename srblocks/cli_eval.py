@@ -4,6 +4,7 @@
     srblocks eval SPEC --weights W [--official] [--deploy] --data DIR [--data ...] [--self-ensemble] [--json]
     srblocks train SPEC --data DIR --scale N --iters K -o RUN_DIR [--val DIR] [--seconds S] [--resume]
     srblocks train SPEC --protocol ref_x4 [--data DIR] [--seed S] [--results FILE] [-o RUN_DIR]
+    torchrun --nproc-per-node G -m srblocks train ...   (DistributedDataParallel; docs/training.md)
 
 The input value range and the Y convention come from the spec (FMEN's checkpoint takes 0..255, HPINet is scored
 with uint8 Y), so ``srblocks eval`` reproduces a paper's table without extra flags.
@@ -423,12 +424,16 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads during training")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--amp", default=None, choices=("bf16", "fp16"),
+                   help="mixed precision: autocast the forward pass to bfloat16 (GPU or CPU) or float16 with a "
+                        "gradient scaler (GPU); default off (float32)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _train_protocol(args: argparse.Namespace) -> int:
     """``srblocks train SPEC --protocol NAME``: one protocol run, recorded in a results store."""
-    from .errors import SpecError
+    from .distributed import is_main_process
+    from .errors import SpecError, SrblocksError
     from .protocols import DataNotFound, ResultsStore, load_protocol, run_protocol
     from .train import TrainingDiverged
 
@@ -454,11 +459,13 @@ def _train_protocol(args: argparse.Namespace) -> int:
     try:
         record = run_protocol(args.spec, protocol, seed=args.seed, data=args.data[0] if args.data else None,
                               tests=tests, store=store, work_dir=run_dir, device=args.device, threads=args.threads,
-                              progress=not args.no_progress, overrides=parse_overrides(args.overrides))
+                              progress=not args.no_progress, overrides=parse_overrides(args.overrides), amp=args.amp)
     except (DataNotFound, TrainingDiverged, ValueError) as exc:  # SpecError is reported by the CLI itself
-        if isinstance(exc, SpecError):
+        if isinstance(exc, SrblocksError):
             raise
         raise CliError(str(exc)) from None
+    if not is_main_process():  # under torchrun, rank 0 reports
+        return 0
     tests_text = ", ".join(f"{k} {v:.3f} dB" for k, v in record["test_psnr"].items())
     print(f"{record['spec_name']} under {record['protocol']} (hash {record['key']['protocol_hash']}), seed "
           f"{record['key']['seed']}: validation {record['val_psnr']:.3f} dB" + (f", {tests_text}" if tests_text else "")
@@ -474,6 +481,8 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from .build import model_info
+    from .distributed import is_main_process
+    from .errors import SrblocksError
     from .train import CHECKPOINT_NAME, WEIGHTS_NAME, TrainConfig, train
     from .weights import load_weights
 
@@ -502,10 +511,13 @@ def _train(args: argparse.Namespace) -> int:
             lr_patch_size=args.patch_size, lr=args.lr, min_lr=args.min_lr, warmup_iterations=args.warmup,
             grad_clip=args.grad_clip, fft_loss_weight=args.fft_weight, ema_decay=args.ema or None,
             val_every=args.val_every or max(1, min(args.iters, 500)), seed=args.seed, device=args.device,
-            threads=args.threads, num_workers=args.workers, progress=not args.no_progress,
+            threads=args.threads, num_workers=args.workers, progress=not args.no_progress, amp=args.amp,
         )
     except ValueError as exc:
+        if isinstance(exc, SrblocksError):
+            raise
         raise CliError(str(exc)) from None
+    main = is_main_process()  # under torchrun every rank trains; rank 0 writes run.json and reports
     torch.manual_seed(args.seed)  # the initial weights depend on the seed too
     model = build_from_args(args)
     if args.weights:
@@ -516,15 +528,20 @@ def _train(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     from .fileio import write_text_atomic
 
-    write_text_atomic(run_dir / "run.json", json.dumps({
-        "spec": info.spec.name, "spec_source": info.source, "variables": info.variables, "data": args.data,
-        "val": args.val, "init_weights": args.weights, "config": config.to_dict(),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }, indent=2, default=str))
+    if main:
+        write_text_atomic(run_dir / "run.json", json.dumps({
+            "spec": info.spec.name, "spec_source": info.source, "variables": info.variables, "data": args.data,
+            "val": args.val, "init_weights": args.weights, "config": config.to_dict(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }, indent=2, default=str))
     try:
         result = train(model, data, val_data=val, config=config, out_dir=run_dir, resume=args.resume)
     except (FileNotFoundError, ValueError) as exc:
+        if isinstance(exc, SrblocksError):
+            raise
         raise CliError(str(exc)) from None
+    if not main:
+        return 0
     psnr = f", validation PSNR {result.final_psnr:.3f} dB" if result.final_psnr is not None else ""
     print(f"{result.iterations} iterations in {result.elapsed:.0f} s (stopped: {result.stop_reason}){psnr}; "
           f"weights in {run_dir / WEIGHTS_NAME}")

@@ -40,6 +40,16 @@ Recipe (defaults follow SAFMN's configs where the paper states them, ``docs/refe
 * device: CUDA when available, else CPU (``device=`` overrides). The model is moved to it. ``threads`` sets the
   CPU thread count during training (restored afterwards); on a CPU shared with other jobs, 1 thread can be many
   times faster than several threads competing for cores.
+* mixed precision: ``amp="bf16"`` or ``"fp16"`` (CUDA) autocasts the forward pass (:mod:`srblocks.mixed_precision`);
+  default None, plain float32.
+* several processes: started by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set; ``distributed=False``
+  ignores them), the model runs in DistributedDataParallel (NCCL on ``cuda:LOCAL_RANK``, gloo on CPU;
+  :mod:`srblocks.distributed`). ``batch_size`` is the global batch: rank r of W trains the r-th slice of B / W
+  samples of each iteration's batch, so the ranks together train exactly the single-process samples, and the
+  averaged gradient is the single-process gradient up to float summation order (BatchNorm statistics are per rank).
+  Every rank loads a checkpoint to resume (on several nodes ``out_dir`` must be a shared file system; the ranks
+  check they resume from the same iteration); only rank 0 validates, runs the callback, logs, shows progress and
+  writes files, and only its :class:`TrainResult` holds the validations. The logged loss is the mean over ranks.
 """
 
 from __future__ import annotations
@@ -53,7 +63,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -62,7 +72,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .data import TrainPatchDataset
+from .distributed import DistributedError, RankShard, world_from_env
 from .evaluate import _resolve_scale, _samples, evaluate, inference_settings
+from .mixed_precision import check_amp, precision_for
+
+if TYPE_CHECKING:
+    from .distributed.group import ProcessGroup
 
 __all__ = [
     "TrainConfig",
@@ -117,9 +132,15 @@ class TrainConfig:
     num_workers: int = 0
     threads: int | None = None
     progress: bool = True
+    amp: str | None = None
+    distributed: bool | None = None
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
+        check_amp(self.amp)
+        if self.distributed not in (None, True, False):
+            raise ValueError(f"distributed must be None (from the torchrun environment), True or False, "
+                             f"got {self.distributed!r}")
         positive_ints = ("iterations", "batch_size", "lr_patch_size", "val_every", "log_every")
         for name in positive_ints:
             v = getattr(self, name)
@@ -252,7 +273,8 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 _REPRODUCIBILITY_FIELDS = ("batch_size", "lr_patch_size", "lr", "min_lr", "betas", "weight_decay", "warmup_iterations",
-                           "grad_clip", "fft_loss_weight", "ema_decay", "augment", "seed", "iterations", "scale")
+                           "grad_clip", "fft_loss_weight", "ema_decay", "augment", "seed", "iterations", "scale",
+                           "amp")
 
 
 def train(
@@ -285,12 +307,32 @@ def train(
     Raises:
         TrainingDiverged: the loss became NaN/inf.
         ValueError: bad options, or images too small for the patch size.
+        srblocks.distributed.DistributedError: under torchrun, a batch that does not split over the ranks, or ranks
+            resuming from different checkpoints.
     """
     cfg = dataclasses.replace(config, **options) if config is not None else TrainConfig(**options)
+    world = world_from_env() if cfg.distributed is not False else None
+    if cfg.distributed and world is None:
+        raise DistributedError("distributed=True, but RANK and WORLD_SIZE are not set: start the run with torchrun")
+    if world is None:
+        return _train(model, data, val_data, cfg, callback, out_dir, resume, None)
+    from .distributed.group import ProcessGroup
+
+    RankShard(0, 1, cfg.batch_size, world.rank, world.size)  # the batch must split over the ranks: fail early
+    return _train(model, data, val_data, cfg, callback, out_dir, resume, ProcessGroup.start(world, cfg.device))
+
+
+def _train(model: nn.Module, data: object, val_data: object | None, cfg: TrainConfig,
+           callback: Callable[[ValidationReport], bool | None] | None, out_dir: str | os.PathLike[str] | None,
+           resume: bool | str | os.PathLike[str], ranks: "ProcessGroup | None") -> TrainResult:
+    """The run of :func:`train`; ``ranks`` is the :class:`srblocks.distributed.ProcessGroup` or None."""
     settings = inference_settings(model)
     scale = _resolve_scale(settings.scale, cfg.scale)
     cfg = dataclasses.replace(cfg, scale=scale)
-    device = _default_device(cfg.device)
+    device = ranks.device if ranks is not None else _default_device(cfg.device)
+    main = ranks is None or ranks.world.is_main
+    precision = precision_for(cfg.amp, device)
+    scaler = precision.scaler
     run_dir = Path(out_dir) if out_dir is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -324,6 +366,8 @@ def train(
                 raise ValueError(f"{ckpt_path} has no EMA weights but ema_decay={cfg.ema_decay}")
             ema.load_state_dict(state["params_ema"])
         optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         start = int(state["iteration"])
         elapsed_before = float(state["elapsed"])
         ema_updates = int(state.get("ema_updates", start))
@@ -336,14 +380,24 @@ def train(
         history = [dict(h) for h in json.loads(state.get("history", "[]"))]
         validations = [ValidationReport(**v) for v in json.loads(state.get("validations", "[]"))]
 
+    if ranks is not None:
+        ranks.check_same(start, "the iteration to resume from (with several nodes, -o RUN_DIR must be on a file "
+                                "system every node shares)")
     dataset = TrainPatchDataset(data, scale, cfg.lr_patch_size, length=cfg.iterations * cfg.batch_size,
                                 augment=cfg.augment, seed=cfg.seed, value_range=settings.input_range)
-    val_samples = list(_samples(val_data, scale)[0]) if val_data is not None else None  # decoded once
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=range(start * cfg.batch_size, len(dataset)),
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda", drop_last=True)
+    val_samples = list(_samples(val_data, scale)[0]) if val_data is not None and main else None  # decoded once
+    if ranks is None:
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=range(start * cfg.batch_size, len(dataset)),
+                            num_workers=cfg.num_workers, pin_memory=device.type == "cuda", drop_last=True)
+        forward_model = model
+    else:  # this rank's slice of every global batch; gradients averaged by DDP
+        shard = RankShard(start, cfg.iterations, cfg.batch_size, ranks.world.rank, ranks.world.size)
+        loader = DataLoader(dataset, batch_size=shard.local_batch, sampler=shard, num_workers=cfg.num_workers,
+                            pin_memory=device.type == "cuda", drop_last=True)
+        forward_model = ranks.wrap(model)
 
     eval_model = ema if ema is not None else model
-    log_file = (run_dir / LOG_NAME).open("a") if run_dir is not None else None
+    log_file = (run_dir / LOG_NAME).open("a") if run_dir is not None and main else None
 
     def log(entry: dict[str, Any]) -> None:
         if log_file is not None:
@@ -351,7 +405,7 @@ def train(
             log_file.flush()
 
     def save_checkpoint(iteration: int, elapsed: float) -> None:
-        if run_dir is None:
+        if run_dir is None or not main:
             return
         state = {
             "params": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -366,6 +420,8 @@ def train(
         }
         if ema is not None:
             state["params_ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
         _atomic_save(state, run_dir / CHECKPOINT_NAME)
 
     def validate(iteration: int, loss: float, lr: float, elapsed: float) -> bool:
@@ -398,11 +454,13 @@ def train(
     iteration, stop_reason = start, "iterations"
     window: list[float] = []
     last_loss, lr = math.nan, lr_at(cfg, start)
-    bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it", disable=None if cfg.progress else True,
-               dynamic_ncols=True)
+    bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it",
+               disable=None if cfg.progress and main else True, dynamic_ncols=True)
     try:
         for lr_batch, hr_batch in loader if start < cfg.iterations else []:
             elapsed = elapsed_before + time.perf_counter() - t_start
+            if ranks is not None and cfg.time_budget is not None:  # rank 0's clock: one schedule, one stop
+                elapsed = ranks.from_main_value(elapsed)
             if cfg.time_budget is not None and elapsed >= cfg.time_budget:
                 stop_reason = "time_budget"
                 break
@@ -411,19 +469,31 @@ def train(
                 group["lr"] = lr
             lr_batch = lr_batch.to(device, non_blocking=True)
             hr_batch = hr_batch.to(device, non_blocking=True)
-            sr = model(lr_batch)
+            with precision.autocast():
+                sr = forward_model(lr_batch)
+            sr = sr.float()  # the loss in float32 (a no-op without amp)
             loss = F.l1_loss(sr, hr_batch)
             if cfg.fft_loss_weight:
                 loss = loss + cfg.fft_loss_weight * fft_loss(sr, hr_batch)
             value = float(loss.detach())
+            if ranks is not None:
+                value = ranks.mean(value)  # the global batch's loss; a NaN on any rank stops every rank
             if not math.isfinite(value):
                 raise TrainingDiverged(f"the loss became {value} at iteration {iteration + 1} (lr {lr:.3g}); "
                                        "lower lr or enable grad_clip")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                if cfg.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
             if ema is not None:
                 ema_updates += 1
                 _ema_update(ema, model, min(cfg.ema_decay, (1 + ema_updates) / (10 + ema_updates)))
@@ -442,6 +512,8 @@ def train(
             if iteration % cfg.val_every == 0 or iteration == cfg.iterations:
                 elapsed = elapsed_before + time.perf_counter() - t_start
                 stop = validate(iteration, float(np.mean(window)) if window else last_loss, lr, elapsed)
+                if ranks is not None:
+                    stop = ranks.from_main(stop)  # rank 0 validated and ran the callback
             if stop:
                 stop_reason = "callback"
                 break
@@ -454,7 +526,7 @@ def train(
             validate(iteration, float(np.mean(window)) if window else last_loss, lr, elapsed)
         elapsed = elapsed_before + time.perf_counter() - t_start
         save_checkpoint(iteration, elapsed)
-        if run_dir is not None:
+        if run_dir is not None and main:
             from .weights import save_weights
 
             save_weights(eval_model, run_dir / WEIGHTS_NAME)

@@ -10,6 +10,11 @@ A record (one JSON line) holds::
     machine {host, cpu, threads, torch, device}, finished (UTC ISO time)
 
 The PSNR convention is the papers': Y of YCbCr, ``scale`` pixels shaved, and the spec's Y rounding.
+
+Under ``torchrun`` every rank trains (DistributedDataParallel, :func:`srblocks.train.train`) and only rank 0 scores
+the test sets, measures the cost and appends the record (with ``world_size``); the other ranks return
+``{"key": ..., "rank": R}``. The store and ``work_dir`` must be the same files for every rank (one node, or a
+shared file system). A mixed-precision run (``amp``) is another unit of work: its key holds ``amp``.
 """
 
 from __future__ import annotations
@@ -95,6 +100,7 @@ def run_protocol(
     extra: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
     val_every: int | None = None,
+    amp: str | None = None,
 ) -> dict[str, Any]:
     """Train ``spec`` under ``protocol`` with ``seed`` and return its record (see the module docstring).
 
@@ -113,12 +119,17 @@ def run_protocol(
         extra: more fields to record (e.g. which benchmark asked for the run).
         overrides: values of the spec's variables (``{"dim": 24}``); part of the spec's content hash.
         val_every: validate every K iterations (default: 5 times per run); the last iteration always validates.
+        amp: mixed precision, ``"bf16"`` or ``"fp16"`` (:mod:`srblocks.mixed_precision`); default float32.
 
     Raises:
         SpecError: bad spec or protocol.  DataNotFound: no data.  TrainingDiverged: the loss became NaN/inf.
     """
+    from ..distributed import world_from_env
+    from ..mixed_precision import check_amp
     from ..train import CHECKPOINT_NAME, train
 
+    check_amp(amp)
+    world = world_from_env()
     proto = load_protocol(protocol)
     run_seed = proto.seeds[0] if seed is None else int(seed)
     run_data = data if isinstance(data, RunData) else resolve_data(proto, data, dict(tests) if tests is not None else None)
@@ -126,6 +137,8 @@ def run_protocol(
     model = _build(spec, proto, run_seed, overrides or {})
     info = model_info(model)
     key = protocol_key(info.content_hash(), proto, run_data, run_seed)
+    if amp is not None:  # float32 keys stay as they were
+        key["amp"] = amp
     if results is not None:
         done = results.get(key)
         if done is not None:
@@ -142,7 +155,9 @@ def run_protocol(
         machine = machine_info(device)
         result = train(model, run_data.train, val_data=run_data.val, seed=run_seed, device=device,
                        val_every=val_every or max(1, iterations // 5), checkpoint_every=250, out_dir=run_dir, resume=resume,
-                       progress=progress, **proto.train_options())
+                       progress=progress, amp=amp, **proto.train_options())
+        if world is not None and not world.is_main:
+            return {"key": key, "rank": world.rank}
         t0 = time.perf_counter()
         test_psnr = {name: round(float(evaluate(result.model, folder, compute_ssim=False).mean_psnr), 4)
                      for name, folder in run_data.tests.items()}
@@ -166,6 +181,8 @@ def run_protocol(
         "eval_s": round(eval_s, 1),
         "resumed": bool(resume),
         "machine": machine,
+        **({"amp": amp} if amp is not None else {}),
+        **({"world_size": world.size} if world is not None else {}),
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **(dict(extra) if extra else {}),
     }
