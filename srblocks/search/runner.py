@@ -330,6 +330,9 @@ class _Objective:
         return self._latency
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        from .readable import ReadableAttrsTrial
+
+        trial = ReadableAttrsTrial(trial)  # type: ignore[assignment]  # also params_K, macs_G, memory_MiB, ...
         s = self.settings
         for key, value in self._identity.items():
             trial.set_user_attr(key, value)
