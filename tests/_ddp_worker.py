@@ -8,7 +8,8 @@ model three ways in one launch, every rank with the same arguments (as a user's 
   end from the checkpoint (every rank loads it).
 
 Each rank saves its final raw and EMA weights to ``OUT_DIR/rank{R}_{full|split}.pt`` and what its
-:class:`TrainResult` holds to ``OUT_DIR/rank{R}.json``. The first ``train`` call creates the process group, the others reuse it.
+:class:`TrainResult` holds to ``OUT_DIR/rank{R}.json``. The first ``train`` call creates the process group, the
+others reuse it.
 """
 
 from __future__ import annotations

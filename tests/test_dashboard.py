@@ -87,7 +87,8 @@ class Dashboard:
 
 
 def _dashboard(storage: str) -> Iterator[Dashboard]:
-    pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed (the [test] or [dashboard] extra)")
+    pytest.importorskip("optuna_dashboard",
+                        reason="optuna-dashboard is not installed (the [test] or [dashboard] extra)")
     server = Dashboard(storage)
     try:
         yield server

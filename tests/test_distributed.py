@@ -166,7 +166,8 @@ def test_train_cli_under_torchrun_recipe_and_protocol(tmp_path):
               "--batch-size", "2", "--patch-size", "8", "-o", str(run), "--device", "cpu", "--no-progress"]
     done = _torchrun(*recipe, cwd=tmp_path)
     assert done.stdout.count("4 iterations in") == 1, done.stdout
-    assert (run / "model.safetensors").is_file() and json.loads((run / "run.json").read_text())["config"]["batch_size"] == 2
+    assert (run / "model.safetensors").is_file()
+    assert json.loads((run / "run.json").read_text())["config"]["batch_size"] == 2
 
 
 # -- mixed precision ---------------------------------------------------------------------------------------------

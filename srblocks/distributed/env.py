@@ -45,7 +45,8 @@ def _int_var(env: Mapping[str, str], name: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise DistributedError(f"environment variable {name}={text[:40]!r} is not an integer (set by torchrun)") from None
+        raise DistributedError(f"environment variable {name}={text[:40]!r} is not an integer (set by torchrun)") \
+            from None
 
 
 def world_from_env(env: Mapping[str, str] | None = None) -> World | None:
