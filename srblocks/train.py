@@ -376,7 +376,7 @@ def _train(model: nn.Module, data: object, val_data: object | None, cfg: TrainCo
         changed = [k for k in _REPRODUCIBILITY_FIELDS if k in saved and saved[k] != cfg.to_dict()[k]]
         if changed:
             warnings.warn(f"resuming with changed settings {changed}: the run will differ from an uninterrupted one",
-                          stacklevel=2)
+                          stacklevel=3)  # the caller of train()
         history = [dict(h) for h in json.loads(state.get("history", "[]"))]
         validations = [ValidationReport(**v) for v in json.loads(state.get("validations", "[]"))]
 
