@@ -44,3 +44,13 @@ def test_the_api_is_there_on_first_use() -> None:
     assert srblocks.blocks.SAFM is get_block("safm").cls  # submodules resolve as if imported
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         srblocks.no_such_name  # noqa: B018
+
+
+def test_functions_named_like_their_module_stay_functions() -> None:
+    """Importing ``srblocks.profile`` (the module) binds it on the package; the package keeps the function."""
+    code = ("import srblocks, srblocks.profile, srblocks.train, srblocks.deploy, srblocks.evaluate\n"
+            "print([callable(getattr(srblocks, n)) and not hasattr(getattr(srblocks, n), '__file__')"
+            " for n in ('profile', 'train', 'deploy', 'evaluate')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[True, True, True, True]"
