@@ -362,7 +362,7 @@ def _load_command_modules() -> None:
     """Import modules that register further sub-commands (evaluation, training, search) when present."""
     import importlib
 
-    for module in ("srblocks.cli_eval", "srblocks.search.cli", "srblocks.latency.cli"):
+    for module in ("srblocks.cli_eval", "srblocks.search.cli", "srblocks.latency.cli", "srblocks.export.cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

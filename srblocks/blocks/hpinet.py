@@ -35,6 +35,7 @@ from torch import nn
 
 from ..registry import register_block
 from .common import Conv
+from .traceable import exporting
 
 __all__ = [
     "CPDGeometry",
@@ -151,14 +152,50 @@ def cpd_geometry(
     return _geometry_cached(int(height), int(width), int(patch_size), bool(exact_average), torch.device(device))
 
 
+@dataclass(frozen=True)
+class _TracedGeometry:
+    """The parts of :class:`CPDGeometry` that :func:`cpd_merge` reads, computed from symbolic sizes while exporting
+    (``torch.export`` keeps H and W symbolic; the cached geometry would fix them to the example's)."""
+
+    height: int | torch.SymInt
+    width: int | torch.SymInt
+    patch_size: int
+    n_patches: int | torch.SymInt
+    index: torch.Tensor
+    divisor: torch.Tensor
+
+    @property
+    def tokens_per_patch(self) -> int:
+        return self.patch_size * self.patch_size
+
+
+def _traced_geometry(height: int | torch.SymInt, width: int | torch.SymInt, ps: int, exact_average: bool,
+                     device: torch.device) -> _TracedGeometry:
+    """:func:`_geometry_cached`'s index and divisor from tensor arithmetic on (possibly symbolic) H, W: the same
+    integers (the divisor is a power of two or a small count, exact in float32)."""
+    rows, wr = _axis_layout(height, ps, exact_average)
+    cols, wc = _axis_layout(width, ps, exact_average)
+    off = torch.arange(ps, dtype=torch.int64)
+    r = (rows[:, None] + off)[:, None, :, None]
+    c = (cols[:, None] + off)[None, :, None, :]
+    index = (r * width + c).reshape(-1)
+    divisor = (wr[:, None] * wc[None, :]).reshape(-1, 1).to(torch.float32)
+    return _TracedGeometry(height, width, ps, rows.shape[0] * cols.shape[0], index.to(device), divisor.to(device))
+
+
 def cpd_divide(x: torch.Tensor, patch_size: int, exact_average: bool = False) -> tuple[torch.Tensor, CPDGeometry]:
     """Cascaded Patch Division: (B, C, H, W) -> tokens (B*n, P*P, C) and the geometry needed by :func:`cpd_merge`.
 
     Overlapping P x P windows (step P - 2, last window shifted to touch the border, no padding), one index gather.
-    ``exact_average`` only selects which merge weights the returned geometry carries.
+    ``exact_average`` only selects which merge weights the returned geometry carries. While exporting, the
+    geometry is computed from the symbolic sizes instead of the cache (same values; H, W stay dynamic).
     """
     b, c, h, w = x.shape
-    geo = cpd_geometry(h, w, patch_size, exact_average, x.device)
+    if exporting():
+        _check_patch_size(patch_size)
+        geo = _traced_geometry(h, w, patch_size, exact_average, x.device)
+    else:
+        geo = cpd_geometry(h, w, patch_size, exact_average, x.device)
     flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
     tokens = flat.index_select(1, geo.index)
     return tokens.view(b * geo.n_patches, geo.tokens_per_patch, c), geo

@@ -45,6 +45,7 @@ from torch import nn
 
 from ..registry import register_block
 from .common import ActKind, Conv, PixelUnshuffle, make_activation
+from .traceable import exporting
 
 __all__ = ["SelfResidualDSC", "PixelUnshuffledDownsampling", "PUB", "HPUB"]
 
@@ -145,6 +146,15 @@ class PixelUnshuffledDownsampling(nn.Module):
         if self.pad_mode == "reflect" and ((pad_h and h < 2) or (pad_w and w < 2)):
             raise ValueError(f"pud with pad_mode='reflect' needs H, W >= 2 to pad an odd size, got {h}x{w} "
                              "(use pad_mode='replicate')")
+        if exporting():  # one graph for even and odd sizes: pad to even and crop back always (no-ops when even);
+            # sizes written as 2 * k so the exporter sees they are even; upsampling to an explicit 2x size uses the
+            # same source coordinates as scale_factor=2 (in/out = 1/2 exactly)
+            hk, wk = (h + 1) // 2, (w + 1) // 2
+            y = self.depthwise(F.pad(x, (0, 2 * wk - w, 0, 2 * hk - h), mode=self.pad_mode))
+            y = F.interpolate(y, size=(2 * hk, 2 * wk), mode="bilinear" if self.upsample == "bilinear" else "nearest",
+                              align_corners=self.align_corners if self.upsample == "bilinear" else None)
+            rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)  # the crop as a
+            return self.pointwise(y.index_select(2, rows).index_select(3, cols) + x)  # gather: no bound to prove
         y = F.pad(x, (0, pad_w, 0, pad_h), mode=self.pad_mode) if pad_h or pad_w else x
         y = self.depthwise(y)
         if self.upsample == "bilinear":

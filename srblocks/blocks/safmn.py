@@ -12,7 +12,9 @@ from pydantic import PositiveFloat, PositiveInt
 from torch import nn
 
 from ..registry import register_block
+from . import traceable
 from .common import LayerNorm2d
+from .traceable import exporting
 
 __all__ = ["SAFM", "CCM", "FMM"]
 
@@ -42,6 +44,11 @@ class SAFM(nn.Module):
         h, w = x.shape[-2:]
         chunks = x.chunk(self.n_levels, dim=1)
         levels = [self.mfr[0](chunks[0])]
+        if exporting():  # the same values with H, W kept symbolic (see srblocks.blocks.traceable)
+            for i in range(1, self.n_levels):
+                pooled = traceable.adaptive_max_pool2d(chunks[i], (h // 2**i, w // 2**i), 2**i)
+                levels.append(traceable.interpolate_nearest(self.mfr[i](pooled), (h, w)))
+            return self.act(self.aggr(torch.cat(levels, dim=1))) * x
         for i in range(1, self.n_levels):
             pooled = F.adaptive_max_pool2d(chunks[i], (h // 2**i, w // 2**i))
             levels.append(F.interpolate(self.mfr[i](pooled), size=(h, w), mode="nearest"))
