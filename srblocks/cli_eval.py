@@ -119,8 +119,26 @@ def _threads(n: int | None) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"), default="torch",
+                   help="inference runtime (default torch); onnxruntime/openvino export the model in memory with "
+                        "dynamic H/W and verify it against torch first (CPU; not for mask-guided models)")
+    p.add_argument("--precision", choices=("f32", "bf16"), default="f32",
+                   help="openvino inference precision: f32 (default, exact to float rounding) or the opt-in bf16")
+
+
+def _with_backend(model: Any, args: argparse.Namespace) -> Any:
+    """``model`` on ``--backend`` (unchanged for torch), driven by the same tiling/self-ensemble/PSNR code."""
+    from .backends import make_backend
+
+    deploy_form = args.deploy or "deploy=true" in [o.replace(" ", "").lower() for o in args.overrides]
+    return make_backend(model, args.backend, threads=args.threads, precision=args.precision,
+                        form="deploy" if deploy_form else "train")
+
+
 def _configure_upscale(p: argparse.ArgumentParser) -> None:
     _add_model_arguments(p, weights_required=True)
+    _add_backend_arguments(p)
     p.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders of images")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR",
                    help="output folder (created); outputs keep the input file names")
@@ -283,7 +301,7 @@ def _upscale(args: argparse.Namespace) -> int:
     if overlap < 0:
         raise CliError(f"--tile-overlap must be >= 0, got {overlap}")
     with _threads(args.threads):
-        model = load_model_for_inference(args)
+        model = _with_backend(load_model_for_inference(args), args)
         out_dir.mkdir(parents=True, exist_ok=True)
         failures = 0
         with tqdm(list(zip(inputs, outputs)), desc="upscale", unit="img", file=sys.stderr, disable=None) as bar:
@@ -318,6 +336,7 @@ def _upscale(args: argparse.Namespace) -> int:
 
 def _configure_eval(p: argparse.ArgumentParser) -> None:
     _add_model_arguments(p, weights_required=True)
+    _add_backend_arguments(p)
     p.add_argument("--data", action="append", required=True, metavar="DIR",
                    help="benchmark set folder (EDSR HR/ + LR_bicubic/X{s}, BasicSR GTmod12/ + LRbicx{s}, or HR only); "
                         "repeatable")
@@ -343,7 +362,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluate import DEFAULT_TILE_OVERLAP, evaluate
 
     with _threads(args.threads):
-        model = load_model_for_inference(args)
+        model = _with_backend(load_model_for_inference(args), args)
         info = model_info(model)
         results = []
         failed = 0
@@ -365,7 +384,8 @@ def _eval(args: argparse.Namespace) -> int:
             results.append(r)
     if args.json:
         print(json.dumps({"spec": info.spec.name, "variables": info.variables, "weights": args.weights,
-                          "deploy": args.deploy, "results": [r.as_dict() for r in results]}, indent=2))
+                          "deploy": args.deploy, "backend": args.backend,
+                          "results": [r.as_dict() for r in results]}, indent=2))
     else:
         print(f"{info.spec.name}  ({', '.join(f'{k}={v}' for k, v in info.variables.items())})  weights "
               f"{args.weights}")
