@@ -21,7 +21,7 @@ MAX_SIDE = 8192
 
 #: block classes that need a fixed input size, and why
 FIXED_SIZE_BLOCKS: dict[str, str] = {
-    "MaskGuided": "the mask-guided top-K (K patches of the p x p patch grid, K = resolve_k(k, number of patches)) "
+    "MaskGuided": "(modes 'mask' and 'all') the mask-guided top-K (K patches of the p x p patch grid, K = resolve_k(k, number of patches)) "
                   "is a Python integer of the input size, and the crop/paste indices depend on the data",
 }
 
@@ -44,6 +44,8 @@ def spatial_dims(min_hw: tuple[int, int], tag: str = "") -> dict[int, Any]:
 def _known_blocker(model: nn.Module) -> tuple[str, str] | None:
     for name, module in model.named_modules():
         reason = FIXED_SIZE_BLOCKS.get(type(module).__name__)
+        if reason is not None and getattr(module, "mode", None) in ("dense", "base"):
+            continue  # the decomposed -D network (one refine pass over the whole map) and the base alone: no top-K
         if reason is not None:
             return name or "<model>", f"{type(module).__name__}: {reason}"
     return None
