@@ -25,7 +25,8 @@ def test_import_srblocks_loads_nothing_heavy() -> None:
     assert _loaded_after("import srblocks") == []
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["search", "--help"], ["train", "--help"], ["upscale", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["search", "--help"], ["train", "--help"], ["upscale", "--help"],
+                                  ["export", "--help"], ["latency", "--help"]])
 def test_help_loads_nothing_heavy(argv: list[str]) -> None:
     code = f"from srblocks.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
     assert _loaded_after(code) == []

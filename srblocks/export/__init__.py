@@ -11,9 +11,21 @@ Modules: :mod:`~.api` (``export_model``), :mod:`~.onnx`, :mod:`~.openvino`, :mod
 
 from __future__ import annotations
 
-from .api import DEFAULT_SIZE, FORMATS, ExportReport, export_model, export_onnx_bytes
-from .errors import DynamicShapeError, ExportError, RuntimeMissingError, VerificationError
-from .verify import DEFAULT_TOLERANCE
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+if TYPE_CHECKING:  # at run time each name is imported on first use (srblocks --help must not import torch)
+    from .api import DEFAULT_SIZE, FORMATS, ExportReport, export_model, export_onnx_bytes
+    from .errors import DynamicShapeError, ExportError, RuntimeMissingError, VerificationError
+    from .verify import DEFAULT_TOLERANCE
+
+_EXPORTS = {
+    **dict.fromkeys(("DEFAULT_SIZE", "FORMATS", "ExportReport", "export_model", "export_onnx_bytes"), ".api"),
+    **dict.fromkeys(("DynamicShapeError", "ExportError", "RuntimeMissingError", "VerificationError"), ".errors"),
+    "DEFAULT_TOLERANCE": ".verify",
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 
 __all__ = ["DEFAULT_SIZE", "DEFAULT_TOLERANCE", "FORMATS", "DynamicShapeError", "ExportError", "ExportReport",
            "RuntimeMissingError", "VerificationError", "export_model", "export_onnx_bytes"]
