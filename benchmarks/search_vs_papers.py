@@ -16,7 +16,7 @@
 
 Resumable: every finished unit is a line in ``benchmarks/results/search_vs_papers.jsonl``.
 
-    python benchmarks/search_vs_papers.py run [--search-minutes 60]
+    python benchmarks/search_vs_papers.py run [--search-minutes 60] [--workers 2]
     python benchmarks/search_vs_papers.py report        # writes benchmarks/results/search_vs_papers.md
 """
 
@@ -112,8 +112,8 @@ def search_unit(store: ResultsStore, work_dir: Path, minutes: float) -> None:
     from srblocks.search.runner import SearchOptions, run_search
 
     key = {"kind": "search", "space": "hybrid_x4", "minutes": minutes, "version": 1}
-    if store.has(key):
-        return
+    if store.has(key) or not store.records(kind="budget"):
+        return  # done, or the budget is still being measured by another worker (the next pass picks this up)
     b = _budget(store)
     budgets = f"params={b['params']},memory={b['memory_bytes']}B,latency={b['latency_ms']:.1f}ms"
     spent = sum(r["wall_s"] for r in store.records(kind="search_chunk"))
@@ -148,8 +148,8 @@ def finalists_unit(store: ResultsStore, work_dir: Path) -> None:
     import optuna
 
     key = {"kind": "finalists", "version": 1}
-    if store.has(key):
-        return
+    if store.has(key) or not store.records(kind="search"):
+        return  # done, or the search is still running in another worker (the next pass picks this up)
     study = _load_study(work_dir)
     done = sorted((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                    if t.value is not None and t.user_attrs.get("duplicate_of") is None),
@@ -208,17 +208,20 @@ def latency_unit(archs: list[Arch], store: ResultsStore) -> None:
                        "ms_median": {k: statistics.median(v) for k, v in times.items()}, "threads": 2})
 
 
+#: the order the paper models are trained in: those under the budget first, the two over it in params last
+TRAIN_ORDER = ["safmn", "pan_nf36", "fmen_s_nf36", "rfdn_nf36", "fsrcnn", "fmen_s", "hpun_s"]
+
+
 def units(args: argparse.Namespace, store: ResultsStore) -> list[Unit]:
+    """Budget, search, finalists, then the finalists' trainings (they are known once the search is done), then the
+    paper models' (which a second worker trains while the first one searches), then the latency table."""
     work_dir = Path(args.work_dir)
     todo: list[Unit] = [("budget", lambda: budget_unit(store)),
                         ("search", lambda: search_unit(store, work_dir, args.search_minutes)),
                         ("finalists", lambda: finalists_unit(store, work_dir))]
-    for arch in PAPERS:
-        for seed in SEEDS:
-            todo.append((f"train {arch.label} seed {seed}",
-                         lambda a=arch, s=seed: train_unit(a, s, store, work_dir, args.protocol)))
     finalists = _finalists(store)
-    for arch in finalists:
+    papers = sorted(PAPERS, key=lambda a: TRAIN_ORDER.index(a.label))
+    for arch in finalists + papers:
         for seed in SEEDS:
             todo.append((f"train {arch.label} seed {seed}",
                          lambda a=arch, s=seed: train_unit(a, s, store, work_dir, args.protocol)))
@@ -280,17 +283,64 @@ def main() -> None:
     r.add_argument("--protocol", default=DEFAULT_PROTOCOL, help="training protocol of the finalists (ref_x4_long: "
                    "more stable ranking, 3x the cost)")
     r.add_argument("--work-dir", default=str(REPO / "runs" / "search_vs_papers"))
+    r.add_argument("--workers", type=int, default=1, help="processes sharing the units (the search is one unit; "
+                   "the other workers train the paper models meanwhile)")
+    r.add_argument("--threads", type=int, default=None, help="torch threads per worker (default 2 // workers)")
     p = sub.add_parser("report")
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--protocol", default=DEFAULT_PROTOCOL)
     args = parser.parse_args()
-    store = ResultsStore(args.results)
     if args.command == "report":
         report(args)
         return
-    run_units(units(args, store), store, Path(args.work_dir) / "claims", args.max_minutes)
-    if _finalists(store) and not store.records(kind="latency"):
-        run_units(units(args, store), store, Path(args.work_dir) / "claims", args.max_minutes)  # finalists known now
+    args.threads = args.threads or max(1, 2 // args.workers)
+    if args.workers <= 1:
+        run(args)
+        return
+    import subprocess
+
+    argv = [sys.executable, __file__, "run", "--workers", "1", "--threads", str(args.threads), "--results",
+            args.results, "--work-dir", args.work_dir, "--protocol", args.protocol, "--search-minutes",
+            str(args.search_minutes)] + (["--max-minutes", str(args.max_minutes)] if args.max_minutes else [])
+    procs = [subprocess.Popen(argv) for _ in range(args.workers)]
+    try:
+        for proc in procs:
+            proc.wait()
+    except KeyboardInterrupt:
+        for proc in procs:
+            proc.terminate()
+        raise
+
+
+def _all_done(args: argparse.Namespace, store: ResultsStore) -> bool:
+    protocol = load_protocol(args.protocol)
+    data = resolve_data(protocol)
+    finalists = _finalists(store)
+    if not finalists or not store.records(kind="latency"):
+        return False
+    return all(store.has(protocol_key(spec_hash(a), protocol, data, s)) for a in PAPERS + finalists for s in SEEDS)
+
+
+def run(args: argparse.Namespace) -> None:
+    """One worker: passes over the unit list until every unit has its record. A unit that waits on another
+    worker's (the finalists wait for the search) is tried again on the next pass, a minute later."""
+    store = ResultsStore(args.results)
+    torch.set_num_threads(args.threads)
+    deadline = time.time() + args.max_minutes * 60 if args.max_minutes else None
+    while not _all_done(args, store):
+        if deadline is not None and time.time() > deadline:
+            print("time limit reached; rerun to continue", flush=True)
+            return
+        t0 = time.perf_counter()
+        before = store.records()
+        left = (deadline - time.time()) / 60 if deadline is not None else None
+        run_units(units(args, store), store, Path(args.work_dir) / "claims", left)
+        new = store.records()[len(before):]
+        if new and all(r["key"].get("kind") == "failure" for r in new):
+            print("only failures in this pass (see the results file); stopping", flush=True)
+            return
+        if time.perf_counter() - t0 < 30:
+            time.sleep(60)  # everything left is claimed by another worker, or waits for one
 
 
 if __name__ == "__main__":
