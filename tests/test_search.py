@@ -271,3 +271,47 @@ def test_candidates_that_break_the_output_contract_fail_with_the_reason() -> Non
     with pytest.raises(InvalidCandidate, match=r"output contract.*\(1, 3, 32, 32\).*expected \(1, 3, 64, 64\) at x4"):
         evaluate_candidate(spec, parse_budgets("params=1M"), lr_size=(16, 16), threads=1, latency_runs=1,
                            need_latency=False)
+
+
+def test_search_command_passes_the_latency_model_choice_and_refuses_contradictions(tmp_path, monkeypatch,
+                                                                                  capsys) -> None:
+    """--latency-table names the table the prediction uses; --measure-latency measures every candidate instead;
+    both together, or a folder as the table, are usage errors (exit 2) before any trial runs."""
+    import srblocks.search.runner as runner
+    from srblocks.cli import main
+
+    seen = []
+
+    def fake_run_search(options, workers=1):
+        seen.append(options)
+        raise ValueError("stopped by the test")  # reported as a usage error: no study is run
+
+    monkeypatch.setattr(runner, "run_search", fake_run_search)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(TINY))
+    base = ["search", str(space), "--trials", "1", "-o", str(tmp_path / "out")]
+    for extra, table, model in ((["--latency-table", str(tmp_path / "t.json")], str(tmp_path / "t.json"), True),
+                                (["--measure-latency"], None, False), ([], None, True)):
+        assert main([*base, *extra]) == 2
+        assert "stopped by the test" in capsys.readouterr().err
+        assert (seen[-1].latency_table, seen[-1].latency_model) == (table, model)
+    calls = len(seen)
+    assert main([*base, "--latency-table", "t.json", "--measure-latency"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    assert main([*base, "--latency-table", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert len(seen) == calls
+
+
+def test_search_interrupted_before_its_study_exists_says_so(tmp_path, monkeypatch, capsys) -> None:
+    import srblocks.search.runner as runner
+    from srblocks.cli import main
+
+    def interrupted(options, workers=1):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_search", interrupted)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(TINY))
+    assert main(["search", str(space), "--trials", "1", "-o", str(tmp_path / "out")]) == 130
+    assert "interrupted before the first trial" in capsys.readouterr().err

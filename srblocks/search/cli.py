@@ -35,6 +35,11 @@ def _configure_search(p: argparse.ArgumentParser) -> None:
                         "--heartbeat)")
     p.add_argument("--progress-every", type=float, default=30.0, metavar="S",
                    help="when stderr is not a terminal: seconds between progress lines (default 30)")
+    p.add_argument("--latency-table", default=None, metavar="TABLE",
+                   help="latency budgets and objectives: predict with this latency table (default: this device's "
+                        "table, see `srblocks latency show`); missing block calls are measured and added to it")
+    p.add_argument("--measure-latency", action="store_true",
+                   help="measure every candidate's latency instead of predicting it from the latency table")
     p.add_argument("-o", "--out", required=True, help="output folder")
 
 
@@ -50,11 +55,19 @@ def _search(args: argparse.Namespace) -> int:
                             budgets=args.budget, objective=args.objective, storage=args.storage,
                             study_name=args.study, seed=args.seed, progress=True,
                             train_iters=args.train_iters, data=args.data, heartbeat_interval=args.heartbeat,
-                            grace_period=args.grace_period, progress_every=args.progress_every)
+                            grace_period=args.grace_period, progress_every=args.progress_every,
+                            latency_table=args.latency_table, latency_model=not args.measure_latency)
     for flag, value in (("--trials", args.trials), ("--workers", args.workers), ("--heartbeat", args.heartbeat)):
         if value < 1:
             print(f"srblocks search: error: {flag} must be >= 1, got {value}", file=sys.stderr)
             return 2
+    if args.latency_table is not None and args.measure_latency:
+        print("srblocks search: error: --latency-table and --measure-latency exclude each other", file=sys.stderr)
+        return 2
+    if args.latency_table is not None and Path(args.latency_table).is_dir():
+        print(f"srblocks search: error: --latency-table {args.latency_table}: is a folder, not a table file",
+              file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     interrupted = False
@@ -65,7 +78,11 @@ def _search(args: argparse.Namespace) -> int:
         from .space import load_search_space
 
         name = args.study or load_search_space(args.space).file.name
-        study = optuna.load_study(study_name=name, storage=make_storage(args.storage, args.out))
+        try:
+            study = optuna.load_study(study_name=name, storage=make_storage(args.storage, args.out))
+        except KeyError:  # interrupted before the study was created: nothing to export
+            print("srblocks search: interrupted before the first trial; nothing was written", file=sys.stderr)
+            return 130
     except ValueError as exc:
         if type(exc).__name__ == "SpecError":
             raise
