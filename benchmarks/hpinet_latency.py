@@ -3,7 +3,9 @@
 Median of N forward passes after warm-up (inference mode, 2 threads by default), for both weight layouts that
 ``build_model`` offers. ``--official PATH`` (a checkout's ``HPINet.py`` of passerer/HPINet; not shipped here) also
 times the official class with the same weights, interleaved with ours so that machine noise hits all alike, and
-checks that the outputs agree. Also prints the MACs per op and where the time goes (torch profiler, one pass).
+checks that the outputs agree. Both published constructors work: the current ``HPINet(model_type, upscale)`` (the
+type whose ``model_settings`` match the spec) and the earlier ``HPINet(dim, block_num, ...)``; checked on 2026-12-03
+against passerer/HPINet at 25d5db1 with the official S x4 weights (max abs diff 2.8e-5 at 48x48). Also prints the MACs per op and where the time goes (torch profiler, one pass).
 
     python benchmarks/hpinet_latency.py [--runs 5] [--warmup 1] [--threads 2] [--official path/to/HPINet.py]
 
@@ -80,14 +82,34 @@ def main() -> None:
           f"(activations {mem.peak_activation_bytes / 2**20:.1f} MiB)")
 
 
+def official_hpinet(cls: type, variables: dict, scale: int) -> torch.nn.Module:
+    """The official ``HPINet`` for our spec's variables, for either published constructor:
+
+    * current (passerer/HPINet since commit bfc39ec): ``HPINet(model_type, upscale)``, with the sizes in the class
+      attribute ``model_settings`` ({'S', 'M', 'L'} -> dim, block_num, qk_dim, mlp_dim, patch_size); the type
+      whose settings equal the spec's ``dim``, ``qk_dim``, ``mlp_dim`` and ``patch_sizes`` is chosen;
+    * earlier: ``HPINet(dim, block_num, heads, qk_dim, mlp_dim, upscale, patch_size)``.
+
+    A spec that matches none of the current settings raises ``ValueError`` naming the settings it compared."""
+    patch_sizes = list(variables["patch_sizes"])
+    settings = getattr(cls, "model_settings", None)
+    if settings is None:
+        return cls(variables["dim"], len(patch_sizes), 1, variables["qk_dim"], variables["mlp_dim"], scale, patch_sizes)
+    wanted = {"dim": variables["dim"], "block_num": len(patch_sizes), "qk_dim": variables["qk_dim"],
+              "mlp_dim": variables["mlp_dim"], "patch_size": patch_sizes}
+    for model_type, setting in settings.items():
+        if all(list(setting[k]) == v if k == "patch_size" else setting[k] == v for k, v in wanted.items()):
+            return cls(model_type, scale)
+    raise ValueError(f"the official HPINet.py has no model type with {wanted}; its types: {settings}")
+
+
 def time_official(args: argparse.Namespace, shape: tuple[int, ...]) -> None:
     """The official HPINet class and ours with the same weights, timed interleaved (A, B, C, A, B, C, ...)."""
     spec = importlib.util.spec_from_file_location("official_hpinet", args.official)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     variables = srblocks.model_info(srblocks.build_model(args.spec, scale=args.scale)).variables
-    official = module.HPINet(variables["dim"], len(variables["patch_sizes"]), 1, variables["qk_dim"],
-                             variables["mlp_dim"], args.scale, list(variables["patch_sizes"])).eval()
+    official = official_hpinet(module.HPINet, variables, args.scale).eval()
     if args.weights:
         state = torch.load(args.weights, map_location="cpu", weights_only=True)
         official.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
