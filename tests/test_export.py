@@ -48,9 +48,28 @@ def _dims(data: bytes) -> list:
     return [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
 
 
+def _decisive_input(model: torch.nn.Module, sizes: list[tuple[int, int]]) -> torch.Tensor:
+    """A seeded random input, of the first of ``sizes`` that has one, whose discrete choices (HPINet's GPA partner
+    argmax) are not near-ties. At a near tie, float rounding that differs between runtimes may pick the other
+    partner: an O(1e-3) difference that is not an export error. With random weights, large inputs of HPINet have
+    near ties somewhere (margins ~1e-7 at 69x66), so smaller unseen sizes follow. The export's own verification
+    picks its crops the same way (``MIN_MARGIN``)."""
+    from srblocks.export.verify import MIN_MARGIN, selection_margin
+
+    for size in sizes:
+        for seed in range(8):
+            x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(seed)) * model_info(model).input_range
+            margin = selection_margin(model, x)
+            if margin is None or margin >= MIN_MARGIN:
+                return x
+    raise AssertionError(f"no seeded input of sizes {sizes} without a near-tie selection")
+
+
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_family_exports_to_onnx_with_dynamic_hw(name: str) -> None:
-    model = small(name)
+    with torch.random.fork_rng():  # fixed random weights: the run does not depend on the tests before it
+        torch.manual_seed(0)
+        model = small(name)
     data, metadata, check, size = export_onnx_bytes(model)
     dims = _dims(data)
     assert isinstance(dims[2], str) and isinstance(dims[3], str), f"{name}: H/W fixed in the graph: {dims}"
@@ -58,11 +77,11 @@ def test_family_exports_to_onnx_with_dynamic_hw(name: str) -> None:
     assert check.max_abs_diff <= DEFAULT_TOLERANCE * model_info(model).input_range
     # the session runs a third size, not used by the export's own check, with the right output shape
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    x = torch.rand(1, 3, size[0] + 5, size[1] + 2) * model_info(model).input_range
+    x = _decisive_input(model, [(size[0] + 5, size[1] + 2), (21, 19), (17, 15), (13, 11)])
     out = session.run(None, {"image": x.numpy()})[0]
     with torch.no_grad():
         ref = model(x)
-    assert out.shape == tuple(ref.shape) == (1, 3, 4 * (size[0] + 5), 4 * (size[1] + 2))
+    assert out.shape == tuple(ref.shape) == (1, 3, 4 * x.shape[2], 4 * x.shape[3])
     assert float(abs(out - ref.numpy()).max()) <= DEFAULT_TOLERANCE * model_info(model).input_range
     props = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
     info = model_info(model)
