@@ -34,6 +34,7 @@ def _runners(name: str, overrides: dict, size: tuple[int, int], threads: int, bf
              ) -> tuple[dict[str, Callable[[torch.Tensor], torch.Tensor]], dict[str, float]]:
     from srblocks.backends import OnnxRuntimeRunner, OpenVinoRunner
     from srblocks.export import export_onnx_bytes
+    from srblocks.export.errors import DynamicShapeError
 
     eager = srblocks.build_model(name, scale=4, memory_format="contiguous", **overrides).eval()
     nhwc = srblocks.build_model(name, scale=4, memory_format="channels_last", **overrides).eval()
@@ -47,18 +48,34 @@ def _runners(name: str, overrides: dict, size: tuple[int, int], threads: int, bf
         compiled(x)
     notes["torch.compile first call s"] = time.perf_counter() - start
     runners["torch.compile"] = compiled
-    data, metadata, _, _ = export_onnx_bytes(eager)
+    try:
+        data, metadata, _, _ = export_onnx_bytes(eager)
+    except DynamicShapeError as exc:  # e.g. HPINet's patch grid: a fixed-size export at the benchmark size
+        print(f"  {name}: no dynamic export ({exc.args[0].split(' (')[0]}); ONNX/OpenVINO use a fixed {size[0]}x{size[1]} "
+              "export", file=sys.stderr)
+        data, metadata, _, _ = export_onnx_bytes(eager, fixed_size=size)
     runners["onnxruntime"] = OnnxRuntimeRunner(data, threads=threads)
     try:
         from srblocks.export.openvino import onnx_to_openvino
 
         ov_model = onnx_to_openvino(data, metadata)
         runners["openvino f32"] = OpenVinoRunner(ov_model, threads=threads, precision="f32")
-        if bf16:
+        if bf16 and _cpu_has_bf16():
             runners["openvino bf16"] = OpenVinoRunner(ov_model, threads=threads, precision="bf16")
+        elif bf16:
+            print("  openvino bf16 not timed: this CPU has no bf16 support (OpenVINO runs the bf16 hint in f32 here)",
+                  file=sys.stderr)
     except srblocks.errors.SrblocksError as exc:
         print(f"  openvino skipped: {exc}", file=sys.stderr)
     return runners, notes
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin can run bf16 on this CPU (AVX512-BF16 or AMX): without it the bf16 hint
+    silently runs in f32, so timing it would report f32 as bf16."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def bench(name: str, overrides: dict, size: tuple[int, int], threads: int, rounds: int, bf16: bool) -> None:
