@@ -54,6 +54,8 @@ _EXPORTS = {
     "load_weights": ".weights",
     "read_state_dict": ".weights",
     "save_weights": ".weights",
+    "save_pretrained": ".pretrained",
+    "from_pretrained": ".pretrained",
 }
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 
@@ -66,6 +68,8 @@ __all__ = [
     "TrainingDiverged",
     "ValidationReport",
     "evaluate",
+    "from_pretrained",
+    "save_pretrained",
     "train",
     "upscale_image",
     "upscale_tensor",
