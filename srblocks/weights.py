@@ -20,7 +20,8 @@ from torch import nn
 from .build import model_info
 from .errors import SrblocksError, brief, clip
 
-__all__ = ["WeightsError", "read_state_dict", "official_to_model_keys", "load_weights", "save_weights", "check_finite"]
+__all__ = ["WeightsError", "read_state_dict", "official_to_model_keys", "model_to_official_keys",
+           "has_official_layout", "load_weights", "save_weights", "check_finite"]
 
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "netG", "generator")
 PREFIXES = ("module.", "netG.", "model.")
@@ -114,6 +115,182 @@ def official_to_model_keys(model: nn.Module, state: Mapping[str, torch.Tensor]) 
         if new in out:
             raise WeightsError(f"official keys collide after renaming: {brief(key)} -> {brief(new)}")
         out[new] = value
+    return out
+
+
+def has_official_layout(spec: Any) -> bool:
+    """Whether ``spec`` (an :class:`~srblocks.spec.schema.ArchSpec`) names an official checkpoint layout.
+
+    By the convention of the shipped specs, ``official_checkpoint.source`` is missing or starts with ``none``
+    ("none published", "none verified", "none (...)") when no official implementation stores weights in the layout
+    the key map describes; then there are no official key names to write."""
+    source = spec.official_checkpoint.source
+    return bool(source and source.strip()) and not source.strip().lower().startswith("none")
+
+
+_REGEX_META = set(".^$*+?{}[]|()")
+
+
+def _rename_pieces(pattern: str) -> tuple[bool, list[tuple[str, str]], bool] | None:
+    """(anchored at start, [("lit", text) | ("grp", regex)], anchored at end) of a rename pattern made only of
+    ``^``/``$`` anchors, literal text (``\\.`` style escapes of punctuation) and non-nested capture groups; None for
+    anything else (classes, repetitions, alternation outside a group, lookarounds, non-capturing groups)."""
+    start = pattern.startswith("^")
+    i, n = (1 if start else 0), len(pattern)
+    end = n > i and pattern.endswith("$") and not pattern.endswith("\\$")
+    n -= 1 if end else 0
+    pieces: list[tuple[str, str]] = []
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 >= n or pattern[i + 1].isalnum():
+                return None  # \d, \1, \b ... at top level: not literal text
+            pieces.append(("lit", pattern[i + 1]))
+            i += 2
+        elif c == "(":
+            if pattern[i + 1: i + 2] == "?":
+                return None
+            j, depth = i + 1, 1
+            while j < n and depth:
+                if pattern[j] == "\\":
+                    j += 2
+                    continue
+                if pattern[j] == "[":  # a class inside the group: skip to its end
+                    j += 2 if pattern[j + 1: j + 2] in ("]", "^") else 1
+                    while j < n and pattern[j] != "]":
+                        j += 2 if pattern[j] == "\\" else 1
+                elif pattern[j] == "(":
+                    return None  # nested groups: their numbering would shift
+                elif pattern[j] == ")":
+                    depth -= 1
+                j += 1
+            if depth:
+                return None
+            pieces.append(("grp", pattern[i + 1: j - 1]))
+            i = j
+        elif c in _REGEX_META:
+            return None
+        else:
+            pieces.append(("lit", c))
+            i += 1
+    return start, pieces, end
+
+
+def _replacement_pieces(replacement: str) -> list[tuple[str, Any]] | None:
+    """[("lit", text) | ("ref", group number)] of a ``re.sub`` replacement; None for named groups or escapes."""
+    out: list[tuple[str, Any]] = []
+    i = 0
+    while i < len(replacement):
+        c = replacement[i]
+        if c != "\\":
+            out.append(("lit", c))
+            i += 1
+            continue
+        nxt = replacement[i + 1: i + 2]
+        if nxt == "\\":
+            out.append(("lit", "\\"))
+            i += 2
+        elif nxt.isdigit() and nxt != "0":
+            j = i + 1
+            while j < len(replacement) and j < i + 3 and replacement[j].isdigit():
+                j += 1
+            out.append(("ref", int(replacement[i + 1: j])))
+            i = j
+        elif nxt == "g":
+            m = re.match(r"\\g<(\d+)>", replacement[i:])
+            if not m:
+                return None
+            out.append(("ref", int(m.group(1))))
+            i += m.end()
+        else:
+            return None
+    return out
+
+
+def _invert_rename(pattern: str, replacement: str) -> tuple[re.Pattern[str], str] | None:
+    """The rename that undoes ``pattern -> replacement`` (model key -> official key), or None when it cannot be
+    derived: the pattern is more than anchors, literal text and capture groups, or a group is not used exactly once
+    in the replacement (the official text it matched would be lost)."""
+    parsed, repl = _rename_pieces(pattern), _replacement_pieces(replacement)
+    if parsed is None or repl is None:
+        return None
+    start, pieces, end = parsed
+    groups = [text for kind, text in pieces if kind == "grp"]
+    refs = [g for kind, g in repl if kind == "ref"]
+    if sorted(refs) != list(range(1, len(groups) + 1)):
+        return None
+    inverse_pattern = "^" if start else ""
+    for kind, value in repl:
+        inverse_pattern += re.escape(value) if kind == "lit" else f"({groups[value - 1]})"
+    inverse_pattern += "$" if end else ""
+    new_index = {g: k + 1 for k, g in enumerate(refs)}
+    inverse_replacement, group = "", 0
+    for kind, text in pieces:
+        if kind == "lit":
+            inverse_replacement += text.replace("\\", "\\\\")
+        else:
+            group += 1
+            inverse_replacement += f"\\g<{new_index[group]}>"
+    try:
+        return re.compile(inverse_pattern), inverse_replacement
+    except re.error:
+        return None
+
+
+def model_to_official_keys(model: nn.Module, state: Mapping[str, torch.Tensor] | None = None
+                           ) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`official_to_model_keys`: ``model``'s keys renamed to the official implementation's.
+
+    The spec's ``official_checkpoint`` renames are inverted (applied backwards, last first); each must be made of
+    anchors, literal text and capture groups, each group used once in its replacement. The result is checked: the
+    forward renames map every official key back to its model key, and no model key is reachable from two official
+    names (a map that is not one-to-one, e.g. ``upconv1.`` and ``upconv.`` both -> ``upsampler.0.``, cannot say
+    which to write). Official keys the spec drops (RCAN's ``sub_mean``/``add_mean``) have no model counterpart
+    and are not written.
+
+    Args:
+        model: a model from :func:`srblocks.build_model`.
+        state: tensors under ``model``'s own keys (default: ``model.state_dict()``).
+
+    Raises:
+        WeightsError: the spec names no official layout (:func:`has_official_layout`), or its map cannot be
+            inverted; the message names the spec and the rename.
+    """
+    info = model_info(model)
+    spec = info.spec
+    if state is None:
+        state = model.state_dict()
+    if not has_official_layout(spec):
+        raise WeightsError(f"spec {spec.name!r} has no official key layout (official_checkpoint.source: "
+                           f"{brief(spec.official_checkpoint.source, 120)}); only its own (srblocks) key names exist")
+    inverse = []
+    for rename in reversed(spec.official_checkpoint.renames):
+        inv = _invert_rename(rename.pattern, rename.replacement)
+        if inv is None:
+            raise WeightsError(f"spec {spec.name!r}: the official_checkpoint rename {brief(rename.pattern)} -> "
+                               f"{brief(rename.replacement)} cannot be inverted (only anchors, literal text and "
+                               "capture groups each used once in the replacement can)")
+        inverse.append(inv)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        sources = sorted({p.sub(r, key) for p, r in inverse if p.search(key)})
+        if len(sources) > 1:
+            raise WeightsError(f"spec {spec.name!r}: the official key map is not one-to-one: model key "
+                               f"{brief(key)} comes from official {clip(' and '.join(map(repr, sources)), 300)}; "
+                               "which official name to write is unknown")
+        new = key
+        for pattern, replacement in inverse:
+            new = pattern.sub(replacement, new)
+        if new in out:
+            raise WeightsError(f"spec {spec.name!r}: model keys collide as official key {brief(new)}")
+        out[new] = value
+    back = official_to_model_keys(model, out)
+    if set(back) != set(state) or any(back[k] is not state[k] for k in state):
+        lost = next((k for k in state if k not in back or back[k] is not state[k]), None)
+        official = next((o for o, v in out.items() if lost is not None and v is state[lost]), None)
+        raise WeightsError(f"spec {spec.name!r}: inverting the official key map is not exact: model key "
+                           f"{brief(lost)} -> official {brief(official)} does not map back (it is dropped or "
+                           "renamed to another key)")
     return out
 
 

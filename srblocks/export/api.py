@@ -21,10 +21,12 @@ from .metadata import artifact_metadata
 from .onnx import DEFAULT_OPSET
 from .verify import DEFAULT_TOLERANCE, Verification, verify
 
-__all__ = ["FORMATS", "ExportReport", "export_model", "export_onnx_bytes", "DEFAULT_SIZE", "second_size"]
+__all__ = ["FORMATS", "KEYS", "ExportReport", "export_model", "export_onnx_bytes", "DEFAULT_SIZE", "second_size"]
 
 Format = Literal["onnx", "openvino", "torchscript", "safetensors"]
 FORMATS: tuple[str, ...] = ("onnx", "openvino", "torchscript", "safetensors")
+#: key names of a safetensors export: srblocks' own (model.state_dict()) or the official implementation's
+KEYS: tuple[str, ...] = ("srblocks", "official")
 
 #: LR size (H, W) the graph is recorded and first verified at, unless --fixed-size gives one
 DEFAULT_SIZE = (64, 64)
@@ -117,7 +119,7 @@ def export_onnx_bytes(model: nn.Module, *, fixed_size: tuple[int, int] | None = 
 
 def export_model(model: nn.Module, fmt: str, path: str | os.PathLike[str], *,
                  fixed_size: tuple[int, int] | None = None, opset: int = DEFAULT_OPSET, form: str = "train",
-                 tolerance: float = DEFAULT_TOLERANCE) -> ExportReport:
+                 tolerance: float = DEFAULT_TOLERANCE, keys: str = "srblocks") -> ExportReport:
     """Export ``model`` (from :func:`srblocks.build_model`, weights loaded, deploy form applied as wanted).
 
     Args:
@@ -127,6 +129,11 @@ def export_model(model: nn.Module, fmt: str, path: str | os.PathLike[str], *,
             :class:`~srblocks.export.errors.DynamicShapeError` naming the node when the network cannot have them).
         opset: ONNX opset (onnx and openvino). form: ``train`` or ``deploy``, recorded in the metadata.
         tolerance: max abs diff allowed against eager torch, as a fraction of the input range.
+        keys: (safetensors only) ``srblocks`` (default): ``model.state_dict()`` keys; ``official``: the official
+            implementation's key names through the spec's ``official_checkpoint`` map, read back by
+            ``load_weights(..., official=True)`` and, for SAFMN and RCAN, by spandrel / chaiNNer
+            (``spandrel.ModelLoader().load_from_file``); the metadata then also has ``state_dict_keys: official``.
+            An :class:`~srblocks.export.errors.ExportError` names a spec without an official key layout.
 
     Returns:
         :class:`ExportReport` (files written, max abs diff per checked size).
@@ -136,6 +143,11 @@ def export_model(model: nn.Module, fmt: str, path: str | os.PathLike[str], *,
 
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if keys not in KEYS:
+        raise ExportError(f"unknown key naming {keys!r}; choose one of {', '.join(KEYS)}")
+    if keys != "srblocks" and fmt != "safetensors":
+        raise ExportError(f"keys={keys!r} applies to the safetensors format only (an {fmt} artifact has no "
+                          "state_dict keys)")
     model_info(model)  # TypeError for modules not built from a spec
     model = model.eval()
     target = Path(path)
@@ -151,7 +163,7 @@ def export_model(model: nn.Module, fmt: str, path: str | os.PathLike[str], *,
             return _export_openvino(model, target, fixed_size, opset, form, tolerance)
         if fmt == "torchscript":
             return _export_torchscript(model, target, fixed_size, form, tolerance)
-        return _export_safetensors(model, target, form)
+        return _export_safetensors(model, target, form, keys)
 
 
 def _export_openvino(model: nn.Module, target: Path, fixed_size: tuple[int, int] | None, opset: int, form: str,
@@ -204,15 +216,22 @@ def _export_torchscript(model: nn.Module, target: Path, fixed_size: tuple[int, i
     return ExportReport("torchscript", [target], fixed_size is None, size, check, metadata)
 
 
-def _export_safetensors(model: nn.Module, target: Path, form: str) -> ExportReport:
+def _export_safetensors(model: nn.Module, target: Path, form: str, keys: str = "srblocks") -> ExportReport:
+    from ..build import model_info
     from ..fileio import write_bytes_atomic
+    from ..weights import WeightsError
     from .safetensors import reload_model, to_safetensors_bytes
 
     min_hw = minimum_side(model)
     size = (max(DEFAULT_SIZE[0], min_hw[0]), max(DEFAULT_SIZE[1], min_hw[1]))
     metadata = artifact_metadata(model, form=form, fixed_size=None)
-    data = to_safetensors_bytes(model, metadata)
-    check = verify(model, reload_model(model, data), [size], runtime="safetensors reloaded into torch",
-                   tolerance=0.0)
+    if keys != "srblocks":
+        metadata["state_dict_keys"] = keys
+    try:
+        data = to_safetensors_bytes(model, metadata, keys)
+    except WeightsError as exc:
+        raise ExportError(f"{model_info(model).spec.name}: cannot write official key names: {exc}") from None
+    runtime = "safetensors reloaded into torch" + (" through the official key map" if keys == "official" else "")
+    check = verify(model, reload_model(model, data, keys), [size], runtime=runtime, tolerance=0.0)
     write_bytes_atomic(target, data)
     return ExportReport("safetensors", [target], True, size, check, metadata)

@@ -2,6 +2,7 @@
 
     srblocks export SPEC [--scale S] [--set k=v ...] [--weights W [--official]] [--deploy]
                     --format onnx|openvino|torchscript|safetensors -o FILE [--fixed-size HxW] [--opset N]
+                    [--keys srblocks|official]   (safetensors: key names; official = what spandrel/chaiNNer reads)
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="record this fixed LR input size instead of dynamic height/width (needed by mask-guided "
                         "models)")
     p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset (default 18)")
+    p.add_argument("--keys", choices=("srblocks", "official"), default="srblocks",
+                   help="safetensors key names: srblocks (model.state_dict(), default) or official (the official "
+                        "implementation's, read by --official and, for SAFMN and RCAN, by spandrel / chaiNNer)")
     p.add_argument("--tolerance", type=float, default=None, metavar="T",
                    help="max abs diff allowed against eager torch, as a fraction of the input range (default 1e-4)")
 
@@ -42,6 +46,8 @@ def _export(args: argparse.Namespace) -> int:
         raise CliError(f"--opset must lie in 7..23, got {args.opset}")
     if args.tolerance is not None and not args.tolerance >= 0:
         raise CliError(f"--tolerance must be >= 0, got {args.tolerance}")
+    if args.keys != "srblocks" and args.format != "safetensors":
+        raise CliError(f"--keys {args.keys} applies to --format safetensors only")
     if args.device not in (None, "cpu"):
         raise CliError("export runs on CPU (--device cpu)")
     args.device = "cpu"
@@ -50,6 +56,7 @@ def _export(args: argparse.Namespace) -> int:
         deploy_form = args.deploy or "deploy=true" in [o.replace(" ", "").lower() for o in args.overrides]
         report = export_model(model, args.format, args.output, fixed_size=args.fixed_size,
                               opset=args.opset or DEFAULT_OPSET, form="deploy" if deploy_form else "train",
-                              tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance)
+                              tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+                              keys=args.keys)
     print(report.describe(), file=sys.stderr)
     return 0
