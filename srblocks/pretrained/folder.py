@@ -470,12 +470,9 @@ def _device(map_location: Any) -> torch.device:
 
 def _load_spec(data: bytes, path: Path) -> LoadedSpec:
     """spec.yaml from its verified bytes (read once: what was hashed is what is built)."""
-    import pydantic
-
-    from ..errors import SpecError, format_pydantic_error
+    from ..errors import SpecError
     from ..spec.limits import MAX_SPEC_BYTES
-    from ..spec.loader import LoadedSpec, parse_yaml
-    from ..spec.schema import ArchSpec
+    from ..spec.loader import parse_yaml, validated_spec
 
     origin = str(path)
     if len(data) > MAX_SPEC_BYTES:
@@ -489,12 +486,7 @@ def _load_spec(data: bytes, path: Path) -> LoadedSpec:
         raise SpecError(f"a spec must be a YAML mapping, got {type(raw).__name__}", source=origin)
     if raw.get("extends") is not None:
         raise SpecError("a model folder's spec is complete and has no extends", source=origin, path="extends")
-    try:
-        spec = ArchSpec.model_validate(raw)
-    except pydantic.ValidationError as exc:
-        where, message = format_pydantic_error(exc)
-        raise SpecError(message, source=origin, path=where) from None
-    return LoadedSpec(spec, origin, raw)
+    return validated_spec(raw, origin)
 
 
 def _read_safetensors(data: bytes, path: Path, card: Mapping[str, Any]) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from .limits import MAX_DEPTH, MAX_DOCUMENT_NODES, MAX_EXTENDS, MAX_SPEC_BYTES, 
 from .schema import ArchSpec
 
 __all__ = ["LoadedSpec", "load_spec", "shipped_spec_names", "shipped_spec_path", "format_pydantic_error",
-           "read_yaml_file", "parse_yaml", "close_names"]
+           "read_yaml_file", "parse_yaml", "close_names", "validated_spec"]
 
 
 @dataclass(frozen=True)
@@ -231,6 +231,12 @@ def load_spec(source: str | Path | Mapping[str, Any] | ArchSpec, *, _seen: tuple
         raise SpecError(f"a spec must be a YAML mapping, got {type(raw).__name__}", source=origin)
     if "extends" in raw and raw["extends"] is not None:
         raw = _merge_with_base(raw, origin, (*_seen, key) if key else _seen)
+    return validated_spec(raw, origin)
+
+
+def validated_spec(raw: Mapping[str, Any], origin: str) -> LoadedSpec:
+    """``raw`` (a parsed spec mapping, ``extends`` already merged) validated as an :class:`ArchSpec`; a
+    :class:`SpecError` naming ``origin`` and the YAML path of the first problem otherwise."""
     try:
         spec = ArchSpec.model_validate(raw)
     except pydantic.ValidationError as exc:
