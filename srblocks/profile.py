@@ -15,7 +15,14 @@ second) under two dispatch modes:
 * Peak memory: every op output that allocates a new storage adds its bytes to a live counter, and a finalizer on the
   storage subtracts them when it is freed (after its last consumer); the maximum is the activation peak. Parameters,
   buffers and the input are added so the figure compares with ``torch.cuda.max_memory_allocated`` (allocator
-  rounding and library workspaces are not modelled).
+  rounding is not modelled).
+* The CPU convolution's own buffers, measured with ``torch.profiler`` memory events (see
+  :func:`conv_transient_bytes`): on contiguous (NCHW) tensors a k x k (k > 1) convolution runs in oneDNN's blocked
+  layout, so the input and output are reordered into channel blocks (8 channels on AVX2, 16 on AVX-512) and back
+  (1x1 convolutions too when more than one thread runs); a transposed convolution keeps column buffers of about the
+  input's size per thread plus one. channels_last convolutions need no reorder. The figure is for the current
+  ``torch.get_num_threads()``. The remaining oneDNN scratchpad (<= 0.15 MiB at 90x160) is not
+  modelled.
 
 Latency is measured for real on the chosen device: median of ``runs`` forward passes after ``warmup`` in
 ``inference_mode``, with the thread count recorded.
@@ -33,10 +40,11 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils import flop_counter
 
-__all__ = ["Profile", "profile", "count_params", "measure_latency"]
+__all__ = ["Profile", "profile", "count_params", "measure_latency", "measure_peak_memory", "conv_transient_bytes"]
 
 aten = torch.ops.aten
 
@@ -89,6 +97,78 @@ class Profile:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+def _channel_block() -> int:
+    """oneDNN's channel block for blocked CPU layouts (nChw8c on AVX2, nChw16c on AVX-512)."""
+    return 16 if "AVX512" in torch.backends.cpu.get_cpu_capability() else 8
+
+
+class _CpuAttentionOnMeta(TorchFunctionMode):
+    """On meta tensors ``F.scaled_dot_product_attention`` falls back to the math path (an L x L matrix in memory);
+    on CPU it runs the fused flash kernel, which keeps no such matrix. Route meta calls without dropout to that
+    kernel, so that memory is counted as on CPU (and MACs by the same formula). Where the value head size dv differs
+    from the query's d, CPU callers pad the narrower side (HPINet); the output is then the (..., L, dv) result:
+    a view of the d-wide one when dv < d, a fresh tensor when dv > d."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention and len(args) == 3 and set(kwargs) <= {"scale"}:
+            q, k, v = args
+            if isinstance(q, torch.Tensor) and q.is_meta and q.dim() >= 3 and q.shape[:-2] == v.shape[:-2]:
+                out = aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=kwargs.get("scale"))[0]
+                dv = v.shape[-1]
+                if dv < q.shape[-1]:
+                    return out[..., :dv]
+                if dv > q.shape[-1]:
+                    return out.new_empty((*out.shape[:-1], dv))
+                return out
+        return func(*args, **kwargs)
+
+
+def _is_channels_last(t: Any) -> bool:
+    return (isinstance(t, torch.Tensor) and t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+            and not t.is_contiguous())
+
+
+def conv_transient_bytes(func: Any, args: tuple[Any, ...], out: torch.Tensor, threads: int | None = None) -> int:
+    """Bytes a CPU convolution holds beyond its output while it runs (0 where it needs none).
+
+    Measured with ``torch.profiler`` memory events (torch 2.14, oneDNN, AVX2; ``benchmarks/memory_model.py``
+    checks whole networks). Let x be the input (C_in channels), y the output (C_out), ``blocked`` the bytes with
+    the channel count rounded up to the channel block:
+
+    * contiguous (NCHW) k x k convolution, k <= 7: the input and output are reordered into the blocked layout,
+      peak ``max(blocked(x) + blocked(y), blocked(y) + y)`` plus the weights' reorder: returns that minus y. For
+      1x1 kernels only with ``threads`` > 1 or a batch of 16 or more (else PyTorch runs them without oneDNN);
+    * contiguous, k >= 8 (oneDNN keeps the plain input): about one more y;
+    * transposed convolution (never oneDNN): column buffers of about the input per thread (NCHW: one more input);
+    * channels_last (not transposed) and non-float tensors: 0.
+
+    ``threads`` defaults to ``torch.get_num_threads()``: the prediction is for the current thread setting.
+    """
+    if func not in _CONV_OPS or len(args) < 7:
+        return 0
+    x, weight, transposed = args[0], args[1], bool(args[6])
+    if x.dim() != 4 or not x.is_floating_point():
+        return 0
+    threads = threads or torch.get_num_threads()
+    item = x.element_size()
+    channels_last = _is_channels_last(x) or _is_channels_last(weight)
+    if transposed:
+        return (int(not channels_last) + threads) * x.numel() * item
+    pointwise = weight.shape[2] * weight.shape[3] == 1
+    if channels_last or pointwise and threads == 1 and x.shape[0] < 16:
+        return 0
+    out_bytes = out.numel() * item
+    if max(weight.shape[2], weight.shape[3]) >= 8:
+        return out_bytes
+    block = _channel_block()
+    n, c_in, h, w = x.shape
+    _, c_out, oh, ow = out.shape
+    blocked_in = n * -(-c_in // block) * block * h * w * item
+    blocked_out = n * -(-c_out // block) * block * oh * ow * item
+    return max(blocked_in + blocked_out, blocked_out + out_bytes) - out_bytes + weight.numel() * item
+
+
 class _CountingMode(TorchDispatchMode):
     """One pass counting MACs by op, conv/matmul output elements and conv calls, and the peak of live storages."""
 
@@ -109,6 +189,9 @@ class _CountingMode(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if func in _CONV_OPS and out.is_meta and out.dim() == 4 and any(map(_is_channels_last, args[:2])):
+            # the meta kernel always returns NCHW; on CPU a channels_last input or weight gives channels_last
+            out = torch.empty_like(out, memory_format=torch.channels_last)
         formula = FLOP_FORMULAS.get(func._overloadpacket)
         if formula is not None:
             name = str(func._overloadpacket)
@@ -118,6 +201,10 @@ class _CountingMode(TorchDispatchMode):
             self.acts += out.numel()
         elif func._overloadpacket in _MATMUL_PACKETS:
             self.acts += out.numel()
+        elif func._overloadpacket is aten._scaled_dot_product_flash_attention_for_cpu:
+            # the fused kernel's two matmuls (q k^T: ... x L x S, then x v: ... x L x dv) count as the explicit form's
+            q, k, v = args[:3]
+            self.acts += q.numel() // q.shape[-1] * (k.shape[-2] + v.shape[-1])
         for t in out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
@@ -128,6 +215,8 @@ class _CountingMode(TorchDispatchMode):
                     self.live += nbytes
                     self.peak = max(self.peak, self.live)
                     weakref.finalize(storage, self._free, key, nbytes)
+        if func in _CONV_OPS:
+            self.peak = max(self.peak, self.live + conv_transient_bytes(func, args, out))
         return out
 
 
@@ -141,6 +230,7 @@ class _NodeStats:
     convs: int
     internal_peak: int
     out_shape: tuple[int, ...]
+    out_stride: tuple[int, ...]
     out_dtype: torch.dtype
     out_new_bytes: int
     out_alias: int | None
@@ -156,8 +246,9 @@ def _node_key(module: nn.Module, inputs: list[torch.Tensor]) -> Any:
     args = getattr(module, "srblocks_args", None)
     if args is None or any(isinstance(v, nn.Module) for v in args.values()):
         return None
-    layout = tuple((k, tuple(v.shape), v.dtype) for k, v in module.state_dict().items())
-    return (type(module), repr(sorted(args.items())), layout, tuple((tuple(t.shape), t.dtype) for t in inputs))
+    layout = tuple((k, tuple(v.shape), v.stride(), v.dtype) for k, v in module.state_dict().items())
+    return (type(module), repr(sorted(args.items())), layout,
+            tuple((tuple(t.shape), t.stride(), t.dtype) for t in inputs), torch.get_num_threads())
 
 
 def _measure_node(module: nn.Module, inputs: list[torch.Tensor], dtype: torch.dtype) -> _NodeStats:
@@ -172,7 +263,7 @@ def _measure_node(module: nn.Module, inputs: list[torch.Tensor], dtype: torch.dt
     storage = out.untyped_storage()
     alias = next((i for i, t in enumerate(inputs) if t.untyped_storage() is storage), None)
     return _NodeStats(tuple(sorted(mode.flops_by_op.items())), mode.acts, mode.convs, mode.peak, tuple(out.shape),
-                      out.dtype, 0 if alias is not None else storage.nbytes(), alias)
+                      out.stride(), out.dtype, 0 if alias is not None else storage.nbytes(), alias)
 
 
 def _profile_graph(model: fx.GraphModule, x: torch.Tensor, dtype: torch.dtype, cache: bool) -> tuple[
@@ -218,7 +309,7 @@ def _profile_graph(model: fx.GraphModule, x: torch.Tensor, dtype: torch.dtype, c
             flops[op] = flops.get(op, 0) + count
         acts, convs = acts + stats.acts, convs + stats.convs
         peak = max(peak, live + stats.internal_peak)
-        values[node] = torch.empty(stats.out_shape, dtype=stats.out_dtype, device="meta")
+        values[node] = torch.empty_strided(stats.out_shape, stats.out_stride, dtype=stats.out_dtype, device="meta")
         if stats.out_alias is not None:
             group[node] = group[node.args[stats.out_alias]]  # type: ignore[index]
             if group[node] is not None:
@@ -270,11 +361,16 @@ def profile(
     Models from :func:`srblocks.build_model` are profiled node by node and identical blocks on identical input
     shapes are counted once (``cache=False`` measures every node); other modules run once as a whole.
 
-    ``latency=True`` also measures the median forward time on ``device`` with ``threads`` CPU threads.
+    ``latency=True`` also measures the median forward time on ``device`` with ``threads`` CPU threads. The peak
+    memory is predicted for ``threads`` CPU threads too (default: the current ``torch.get_num_threads()``), since
+    some CPU convolutions allocate per thread.
     """
     height, width = lr_size
     shape = (batch, in_channels, height, width)
     was_training = model.training
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     model.eval()
     try:
         meta_state = {
@@ -282,7 +378,7 @@ def profile(
             for name, t in [*model.named_parameters(), *model.named_buffers()]
         }
         x = torch.empty(shape, device="meta", dtype=dtype)
-        with torch.no_grad():  # no_grad (not inference_mode): composite ops decompose to aten primitives
+        with torch.no_grad(), _CpuAttentionOnMeta():  # no_grad (not inference_mode): composite ops decompose to aten primitives
             try:
                 if not isinstance(model, fx.GraphModule):
                     raise _NotAssembled
@@ -314,6 +410,7 @@ def profile(
             )
             result.latency_device = str(device)
     finally:
+        torch.set_num_threads(previous_threads)
         model.train(was_training)
     return result
 
@@ -357,3 +454,37 @@ def measure_latency(
         torch.set_num_threads(previous_threads)
         model.train(was_training)
     return statistics.median(times), used_threads
+
+
+def measure_peak_memory(model: nn.Module, input_shape: tuple[int, ...], *, threads: int | None = None,
+                        dtype: torch.dtype = torch.float32) -> int:
+    """Measured CPU activation peak in bytes: the running sum of ``torch.profiler`` memory events over one forward
+    pass (after one warm-up pass) in inference mode, on a random input of ``input_shape``.
+
+    The input and the weights exist before the profiled pass, so the figure compares with
+    :attr:`Profile.peak_activation_bytes` (which includes the output). Exact from run to run for a given thread
+    count; transposed convolutions' buffers grow with ``threads``.
+    """
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.rand(input_shape, dtype=dtype)
+        with torch.inference_mode():
+            model(x)
+            with torch_profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                model(x)
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+        live = peak = 0
+        for event in sorted(events, key=lambda e: e.start_ns()):
+            live += event.nbytes()
+            peak = max(peak, live)
+    finally:
+        torch.set_num_threads(previous_threads)
+        model.train(was_training)
+    return peak
