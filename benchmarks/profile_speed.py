@@ -1,12 +1,15 @@
 """How long does ``srblocks.profile`` take per shipped spec at 1280x720 output (issue 13 target: every spec under
 5 s on 2 cores)? The profile is the meta-device pass behind ``srblocks summary`` and the search's budget checks.
 
-Each spec is built at x2 where it has a scale variable (LR 360x640, output 720x1280), else at its default scale
-with the LR size that gives a 1280x720 output. Every spec is profiled ``--rounds`` times in interleaved order,
+Each spec is built at x2 (LR 360x640, output 720x1280). Every spec is profiled ``--rounds`` times in interleaved order,
 with the per-node cache cleared before each call (a cold profile, as ``srblocks summary`` in a fresh process);
 the median is printed. Wall times on a shared machine drift by up to 2x: compare specs within one run.
 
     python benchmarks/profile_speed.py [--rounds 3] [--threads 2] [--specs hpinet_l rcan_m]
+
+Measured (2026-12-03, 2-core AMD EPYC, ``--rounds 1``, machine loaded by two training workers; raw output in
+``benchmarks/results/profile_speed.txt``): every shipped spec under 5 s; slowest rcan_d 1.06 s (its MGA wrapper
+hides 200 blocks from the per-node cache).
 """
 
 from __future__ import annotations
@@ -36,20 +39,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     names = args.specs if args.specs is not None else srblocks.shipped_spec_names()
-    models = {}
-    for name in names:
-        loaded = srblocks.load_spec(name)
-        scale = 2 if "scale" in loaded.spec.variables else None
-        model = srblocks.build_model(loaded, **({"scale": 2} if scale else {}))
-        if scale is None:
-            scale = int(getattr(model, "srblocks_scale", 0) or loaded.spec.variables.get("scale", 2))
-        models[name] = (model, (720 // scale, 1280 // scale))
+    models = {name: srblocks.build_model(name, scale=2) for name in names}  # LR 360x640 -> 720x1280
     times: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(args.rounds):
-        for name, (model, lr_size) in models.items():
+        for name, model in models.items():
             prof_module._NODE_CACHE.clear()
             start = time.perf_counter()
-            result = srblocks.profile(model, lr_size)
+            result = srblocks.profile(model, (360, 640))
             times[name].append(time.perf_counter() - start)
             assert result.output_shape[-2:] == (720, 1280), (name, result.output_shape)
     print(f"# python benchmarks/profile_speed.py --rounds {args.rounds} --threads {args.threads}")

@@ -34,6 +34,8 @@ import statistics
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from math import prod
 from typing import Any
@@ -97,6 +99,18 @@ class Profile:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+@contextmanager
+def _num_threads(threads: int | None) -> Iterator[int]:
+    """Run with ``threads`` CPU threads (None: leave as is); yields the count in use and restores the previous one."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _channel_block() -> int:
     """oneDNN's channel block for blocked CPU layouts (nChw8c on AVX2, nChw16c on AVX-512)."""
     return 16 if "AVX512" in torch.backends.cpu.get_cpu_capability() else 8
@@ -114,7 +128,8 @@ class _CpuAttentionOnMeta(TorchFunctionMode):
         if func is torch.nn.functional.scaled_dot_product_attention and len(args) == 3 and set(kwargs) <= {"scale"}:
             q, k, v = args
             if isinstance(q, torch.Tensor) and q.is_meta and q.dim() >= 3 and q.shape[:-2] == v.shape[:-2]:
-                out = aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=kwargs.get("scale"))[0]
+                out = aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False,
+                                                                      scale=kwargs.get("scale"))[0]
                 dv = v.shape[-1]
                 if dv < q.shape[-1]:
                     return out[..., :dv]
@@ -368,9 +383,6 @@ def profile(
     height, width = lr_size
     shape = (batch, in_channels, height, width)
     was_training = model.training
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     model.eval()
     try:
         meta_state = {
@@ -378,7 +390,8 @@ def profile(
             for name, t in [*model.named_parameters(), *model.named_buffers()]
         }
         x = torch.empty(shape, device="meta", dtype=dtype)
-        with torch.no_grad(), _CpuAttentionOnMeta():  # no_grad (not inference_mode): composite ops decompose to aten primitives
+        # no_grad (not inference_mode): composite ops decompose to aten primitives
+        with torch.no_grad(), _CpuAttentionOnMeta(), _num_threads(threads):
             try:
                 if not isinstance(model, fx.GraphModule):
                     raise _NotAssembled
@@ -410,7 +423,6 @@ def profile(
             )
             result.latency_device = str(device)
     finally:
-        torch.set_num_threads(previous_threads)
         model.train(was_training)
     return result
 
@@ -427,31 +439,27 @@ def measure_latency(
 ) -> tuple[float, int]:
     """(median milliseconds per forward pass, CPU threads used) in eval/inference mode on ``device``."""
     device = torch.device(device)
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    used_threads = torch.get_num_threads()
     was_training = model.training
     model.eval()
     try:
-        params = list(model.parameters())
-        original_device = params[0].device if params else torch.device("cpu")
-        model.to(device)
-        x = torch.rand(input_shape, device=device, dtype=dtype)
-        times = []
-        with torch.inference_mode():
-            for i in range(warmup + runs):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                model(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                if i >= warmup:
-                    times.append((time.perf_counter() - start) * 1000.0)
-        model.to(original_device)
+        with _num_threads(threads) as used_threads:
+            params = list(model.parameters())
+            original_device = params[0].device if params else torch.device("cpu")
+            model.to(device)
+            x = torch.rand(input_shape, device=device, dtype=dtype)
+            times = []
+            with torch.inference_mode():
+                for i in range(warmup + runs):
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    start = time.perf_counter()
+                    model(x)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    if i >= warmup:
+                        times.append((time.perf_counter() - start) * 1000.0)
+            model.to(original_device)
     finally:
-        torch.set_num_threads(previous_threads)
         model.train(was_training)
     return statistics.median(times), used_threads
 
@@ -468,14 +476,11 @@ def measure_peak_memory(model: nn.Module, input_shape: tuple[int, ...], *, threa
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     was_training = model.training
     model.eval()
     try:
         x = torch.rand(input_shape, dtype=dtype)
-        with torch.inference_mode():
+        with torch.inference_mode(), _num_threads(threads):
             model(x)
             with torch_profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
                 model(x)
@@ -485,6 +490,5 @@ def measure_peak_memory(model: nn.Module, input_shape: tuple[int, ...], *, threa
             live += event.nbytes()
             peak = max(peak, live)
     finally:
-        torch.set_num_threads(previous_threads)
         model.train(was_training)
     return peak
