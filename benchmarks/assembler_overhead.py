@@ -53,7 +53,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
 
-    assembled = srblocks.build_model("safmn", scale=4).eval()
+    assembled = srblocks.build_model("safmn", scale=4, memory_format="contiguous").eval()
     hand = HandWrittenSAFMN().eval()
     hand.load_state_dict(assembled.state_dict())
     x = torch.rand(1, 3, h, w)

@@ -46,11 +46,15 @@ class ModelInfo:
     def content_hash(self) -> str:
         """First 16 hex digits of the SHA-256 of what defines the network: the spec's graph and settings with the
         resolved variables, without names, descriptions, notes, reproduction targets or checkpoint key maps. Two
-        specs that build the same network from the same variables share it, whatever they are called."""
+        specs that build the same network from the same variables share it, whatever they are called or however
+        they lay out their weights (``memory_format``)."""
         import hashlib
         import json
 
         content = self.spec.model_dump(mode="json", exclude=_NOT_ARCHITECTURE)
+        # the memory format is a layout, not the network; it is hashed as the constant it was before it left the
+        # hash (when every spec was contiguous), so that hashes in existing results stores stay valid
+        content["memory_format"] = "contiguous"
         text = json.dumps({"spec": _without_notes(content), "variables": self.variables}, sort_keys=True,
                           separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

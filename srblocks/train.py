@@ -40,6 +40,10 @@ Recipe (defaults follow SAFMN's configs where the paper states them, ``docs/refe
 * device: CUDA when available, else CPU (``device=`` overrides). The model is moved to it. ``threads`` sets the
   CPU thread count during training (restored afterwards); on a CPU shared with other jobs, 1 thread can be many
   times faster than several threads competing for cores.
+* memory format: the model trains in ``memory_format`` (default ``"contiguous"``, the layout every stored protocol
+  result was trained in; ``"channels_last"``; None keeps the model's) and is handed back in the layout it came in.
+  Layouts differ only in float rounding, which a run's trajectory amplifies, so the layout is part of a run's
+  reproducibility.
 * mixed precision: ``amp="bf16"`` or ``"fp16"`` (CUDA) autocasts the forward pass (:mod:`srblocks.mixed_precision`);
   default None, plain float32.
 * several processes: started by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set; ``distributed=False``
@@ -134,10 +138,14 @@ class TrainConfig:
     progress: bool = True
     amp: str | None = None
     distributed: bool | None = None
+    memory_format: str | None = "contiguous"
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
         check_amp(self.amp)
+        if self.memory_format not in (None, "contiguous", "channels_last"):
+            raise ValueError(f"memory_format must be 'contiguous', 'channels_last' or None (keep the model's), "
+                             f"got {self.memory_format!r}")
         if self.distributed not in (None, True, False):
             raise ValueError(f"distributed must be None (from the torchrun environment), True or False, "
                              f"got {self.distributed!r}")
@@ -274,7 +282,21 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 _REPRODUCIBILITY_FIELDS = ("batch_size", "lr_patch_size", "lr", "min_lr", "betas", "weight_decay", "warmup_iterations",
                            "grad_clip", "fft_loss_weight", "ema_decay", "augment", "seed", "iterations", "scale",
-                           "amp")
+                           "amp", "memory_format")
+
+
+_TORCH_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def layout_of(model: nn.Module) -> str:
+    """``"channels_last"`` when the model's first 4-D parameter whose layout is unambiguous is stored NHWC, else
+    ``"contiguous"`` (1x1 and depthwise kernels are both at once and do not decide)."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            nchw, nhwc = p.is_contiguous(), p.is_contiguous(memory_format=torch.channels_last)
+            if nchw != nhwc:
+                return "channels_last" if nhwc else "contiguous"
+    return "contiguous"
 
 
 def train(
@@ -340,7 +362,10 @@ def _train(model: nn.Module, data: object, val_data: object | None, cfg: TrainCo
 
     # -- state -------------------------------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
+    built_layout = layout_of(model)
     model.to(device).train()
+    if cfg.memory_format is not None:
+        model.to(memory_format=_TORCH_FORMATS[cfg.memory_format])
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("the model has no trainable parameters")
@@ -538,5 +563,8 @@ def _train(model: nn.Module, data: object, val_data: object | None, cfg: TrainCo
         if device.type == "cuda":
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_flags
     model.eval()
+    if cfg.memory_format is not None:  # hand the model back in the layout it came in
+        for m in {id(model): model, id(eval_model): eval_model}.values():
+            m.to(memory_format=_TORCH_FORMATS[built_layout])
     return TrainResult(model=eval_model, raw_model=model, iterations=iteration, stop_reason=stop_reason,
                        elapsed=elapsed, history=history, validations=validations, out_dir=run_dir)

@@ -61,7 +61,7 @@ def test_fmen_s_official_checkpoint_loads_strictly(shared_dir) -> None:
 def test_safmn_equals_spandrel_for_random_weights() -> None:
     spandrel = pytest.importorskip("spandrel")
     torch.manual_seed(0)
-    ours = srblocks.build_model("safmn", scale=4).eval()
+    ours = srblocks.build_model("safmn", scale=4, memory_format="contiguous").eval()  # NCHW like the peer
     with torch.no_grad():
         for p in ours.parameters():
             p.add_(torch.randn_like(p) * 0.1)

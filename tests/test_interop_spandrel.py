@@ -56,7 +56,8 @@ def _one_thread_and_own_rng():
 
 def _random(spec: str, overrides: dict, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = srblocks.build_model(spec, **overrides).eval()
+    # NCHW like spandrel's code, for a comparison at float-exact tolerance (channels_last differs by rounding)
+    model = srblocks.build_model(spec, memory_format="contiguous", **overrides).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -121,6 +122,7 @@ def test_spandrel_to_ours(spec: str, overrides: dict, arch: str, hyper: dict, tm
     assert srblocks.model_info(got.model).spec.name == base
     assert all(got.variables[k] == v for k, v in overrides.items()), got.variables
     x = _x(3)
+    got.model.to(memory_format=torch.contiguous_format)  # NCHW like the peer (built channels_last by default)
     with torch.no_grad():
         diff = _diff(got.model(x), peer(x.clone()))
     assert diff <= TOL
@@ -128,6 +130,7 @@ def test_spandrel_to_ours(spec: str, overrides: dict, arch: str, hyper: dict, tm
     path = tmp_path / "peer.pth"
     torch.save({"params": peer.state_dict()}, path)
     again = from_spandrel(path)
+    again.model.to(memory_format=torch.contiguous_format)
     with torch.no_grad():
         assert torch.equal(again.model(x), got.model(x))
 
@@ -187,7 +190,8 @@ def test_cli_export_official_keys_load_in_spandrel(spec, overrides, arch, hyper,
     with torch.no_grad():
         assert _diff(descriptor.model.eval()(x.clone()), ours(x)) <= TOL
     # and srblocks reads the file back with --official, like any official checkpoint
-    again = srblocks.load_weights(srblocks.build_model(spec, **overrides), out, official=True).eval()
+    again = srblocks.load_weights(srblocks.build_model(spec, memory_format="contiguous", **overrides), out,
+                                  official=True).eval()
     with torch.no_grad():
         assert torch.equal(again(x), ours(x))
     # the default key names are unchanged (model.state_dict(), no state_dict_keys entry)

@@ -295,7 +295,7 @@ def test_budget_uses_the_prediction_and_measures_only_near_the_boundary(tmp_path
     predicted = predict_latency(tiny(12), estimator.table, SHAPE, runner=estimator.runner, settings=FAST,
                                 timer=clock).ms
     assert estimator.table.overhead("contiguous").band == pytest.approx(0.03)  # an exact fit: the smallest band
-    spec = spec_with(variables={"scale": 2, "dim": 12})
+    spec = spec_with(variables={"scale": 2, "dim": 12}, memory_format="contiguous")  # the calibrated layout
     cases = {"far below": 10 * predicted, "near": 1.02 * predicted, "far above": predicted / 10}
     results = {}
     for label, limit in cases.items():
@@ -341,6 +341,7 @@ def test_search_with_a_latency_budget_records_predicted_and_measured_latency(tmp
     estimator = _calibrated(tmp_path, clock)
     monkeypatch.setattr(search_runner, "make_budget_latency", lambda options, settings: estimator)
     data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["space"]["memory_format"] = "contiguous"  # the layout _calibrated measured
     space_model = srblocks.build_model({**data["space"], "variables": {"scale": 2, "dim": 8, "n_blocks": 1,
                                                                        "ffn_scale": 2.0}}).eval()
     limit = predict_latency(space_model, estimator.table, SHAPE, runner=estimator.runner, settings=FAST,

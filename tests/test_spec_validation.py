@@ -223,17 +223,25 @@ def test_ids_that_cannot_name_a_submodule_are_refused(bad_id: str, part: str) ->
     assert err.path == "nodes[1]" and err.node == bad_id and f"(got {part!r})" in str(err)
 
 
-def test_memory_format_comes_from_the_spec_and_can_be_overridden() -> None:
-    plain = build_model(TINY)
-    assert plain.body.weight.is_contiguous()
-    fast = build_model(_spec(memory_format="channels_last"))
+def test_memory_format_defaults_to_channels_last_comes_from_the_spec_and_can_be_overridden() -> None:
+    fast = build_model(TINY)
     assert fast.body.weight.is_contiguous(memory_format=torch.channels_last) and not fast.body.weight.is_contiguous()
-    assert build_model(_spec(memory_format="channels_last"), memory_format="contiguous").body.weight.is_contiguous()
+    plain = build_model(_spec(memory_format="contiguous"))
+    assert plain.body.weight.is_contiguous()
+    assert build_model(TINY, memory_format="contiguous").body.weight.is_contiguous()
     fast.load_state_dict(plain.state_dict())
     x = torch.rand(2, 3, 9, 11)
     with torch.no_grad():
         assert (fast(x) - plain(x)).abs().max().item() <= 1e-5
+    # a layout, not the network: the content hash (the key of every results store) ignores it
+    assert srblocks.model_info(fast).content_hash() == srblocks.model_info(plain).content_hash()
     with pytest.raises(ValueError, match="memory_format"):
         build_model(TINY, memory_format="nhwc")
     err = _error(_spec(memory_format="nhwc"))
     assert err.path == "memory_format"
+
+
+def test_content_hash_of_a_shipped_spec_is_the_one_in_the_committed_results_store() -> None:
+    # benchmarks/results/search_fidelity.jsonl keys SAFMN x4 by this hash: a change to what the hash covers would
+    # orphan every stored result
+    assert srblocks.model_info(build_model("safmn", scale=4)).content_hash() == "ab8d5ee7f8efcb68"
