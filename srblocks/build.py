@@ -199,9 +199,9 @@ def build_model(
             :class:`~srblocks.spec.schema.ArchSpec` or a :class:`~srblocks.spec.loader.LoadedSpec`.
         check_shapes: run the build-time shape check (one meta-device forward at the spec's ``dry_run_size``);
             callers that profile the model right away (the search) skip it, since profiling runs the same check.
-        memory_format: layout of the 4-D weights; default: the spec's ``memory_format`` (``contiguous`` unless it
-            says otherwise). ``"channels_last"``: oneDNN's convolutions on CPU run in NHWC (x4 at 180x320, 2 threads,
-            interleaved: SAFMN 1.32x, FMEN-S deploy 1.41x, HPINet-M 1.02-1.07x faster), outputs are NHWC-strided,
+        memory_format: layout of the 4-D weights; default: the spec's ``memory_format`` (``channels_last`` unless
+            it says otherwise). ``"channels_last"``: oneDNN's convolutions on CPU run in NHWC (x4 at 180x320, 2
+            threads, interleaved: 1.04-2.5x faster for every shipped spec, ``benchmarks/layout.py``), outputs are NHWC-strided,
             inputs may have either layout. ``"contiguous"``: plain NCHW, bit-identical to a hand-written module of the same
             layers; the two agree to float rounding (about 1e-6 relative; more after many layers).
         **overrides: values for the spec's variables (``scale=2``, ``dim=48``); unknown names are an error.
