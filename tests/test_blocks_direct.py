@@ -166,3 +166,27 @@ def test_fuzz_direct_construction() -> None:
                     outcomes["built"] += 1
     print("direct-construction fuzz:", outcomes)
     assert outcomes["BlockArgumentError"] > 100
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layernorm2d_is_the_official_formula_in_nchw_and_fused_in_channels_last(affine: bool) -> None:
+    import torch
+
+    from srblocks.blocks.common import LayerNorm2d
+
+    torch.manual_seed(0)
+    norm = LayerNorm2d(8, affine=affine)
+    if affine:
+        with torch.no_grad():
+            norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 8, 5, 7) * 3 + 1
+    mean = x.mean(1, keepdim=True)  # the official SAFMN LayerNorm, channels_first
+    var = (x - mean).pow(2).mean(1, keepdim=True)
+    official = (x - mean) / torch.sqrt(var + 1e-6)
+    if affine:
+        official = norm.weight[:, None, None] * official + norm.bias[:, None, None]
+    with torch.no_grad():
+        assert torch.equal(norm(x), official)  # NCHW: bit-identical
+        nhwc = norm(x.contiguous(memory_format=torch.channels_last))
+    assert nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert float((nhwc - official).abs().max()) <= 1e-5  # NHWC: fused F.layer_norm, float rounding

@@ -106,9 +106,9 @@ class LayerNorm2d(nn.Module):
 
     (B, C, H, W) -> (B, C, H, W); ``eps`` defaults to 1e-6 (SAFMN). Parameters ``weight`` (ones) and ``bias`` (zeros)
     of shape (C,). The arithmetic is that of the official SAFMN/NAFNet-style ``LayerNorm`` (mean, centred second
-    moment, ``(x - u) / sqrt(v + eps)``), so outputs are bit-identical to those implementations; timm's
-    ``LayerNorm2d`` (``F.layer_norm`` on a permuted tensor) differs by float rounding (about 1e-6 relative after a
-    SAFMN body).
+    moment, ``(x - u) / sqrt(v + eps)``), so outputs are bit-identical to those implementations for NCHW inputs.
+    A channels_last input takes ``F.layer_norm`` on the permuted view instead (as timm's ``LayerNorm2d``): one
+    fused pass over contiguous memory, equal to float rounding (about 1e-6 relative after a SAFMN body).
     """
 
     def __init__(self, dim: PositiveInt, eps: float = 1e-6, affine: bool = True) -> None:
@@ -121,6 +121,12 @@ class LayerNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # NHWC memory: C is the innermost dimension, so the permuted view is contiguous and one fused
+            # F.layer_norm replaces seven element-wise passes (SAFMN x4 channels_last ~0.9x the time); equal to the
+            # formula below to float rounding (6e-7 of the range after a SAFMN body), like the layout itself
+            out = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+            return out.permute(0, 3, 1, 2)
         mean = x.mean(1, keepdim=True)
         centred = x - mean
         x = centred / torch.sqrt(centred.pow(2).mean(1, keepdim=True) + self.eps)
