@@ -187,11 +187,12 @@ def cpd_divide(x: torch.Tensor, patch_size: int, exact_average: bool = False) ->
     """Cascaded Patch Division: (B, C, H, W) -> tokens (B*n, P*P, C) and the geometry needed by :func:`cpd_merge`.
 
     Overlapping P x P windows (step P - 2, last window shifted to touch the border, no padding), one index gather.
-    ``exact_average`` only selects which merge weights the returned geometry carries. While exporting, the
-    geometry is computed from the symbolic sizes instead of the cache (same values; H, W stay dynamic).
+    ``exact_average`` only selects which merge weights the returned geometry carries. While exporting or compiling
+    (``torch.compile``), the geometry is computed from the symbolic sizes instead of the cache (same values; H, W
+    stay dynamic, and no ``Tensor.item()`` breaks the compiled graph).
     """
     b, c, h, w = x.shape
-    if exporting():
+    if exporting() or torch.compiler.is_compiling():  # the cache's int() of tensors would break the graph
         _check_patch_size(patch_size)
         geo = _traced_geometry(h, w, patch_size, exact_average, x.device)
     else:
