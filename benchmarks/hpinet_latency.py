@@ -25,7 +25,7 @@ vectorized CPD and SDPA removed. Peak inference memory at 256x256 (profiler): ab
 torch.compile (2026-12-03; the CPD geometry now traces under compile, so HPINet-S compiles to one graph instead of
 14): compiled / eager channels_last at 180x320, 2 threads, 5 interleaved rounds: S 1.11 [1.05, 1.14], M 1.03
 [0.95, 1.10], first call 97-115 s. Compiling does not help: the time is in attention, convolution and linear
-arithmetic, which inductor leaves to the same kernels. So the 0.40-of-official goal for M (ours 0.55-0.58 here)
+arithmetic, which inductor leaves to the same kernels. So the 0.40-of-official goal for M (ours 0.52-0.58 here)
 is not met.
 """
 
