@@ -43,7 +43,8 @@ Recipe (defaults follow SAFMN's configs where the paper states them, ``docs/refe
 * memory format: the model trains in ``memory_format`` (default ``"contiguous"``, the layout every stored protocol
   result was trained in; ``"channels_last"``; None keeps the model's) and is handed back in the layout it came in.
   Layouts differ only in float rounding, which a run's trajectory amplifies, so the layout is part of a run's
-  reproducibility.
+  reproducibility. channels_last trains faster on CPU (SAFMN x4, batch 16 of 32x32 patches, 2 threads, 6
+  interleaved steps: 0.89x [0.85, 0.94] the step time), and is not the default only for that reproducibility.
 * mixed precision: ``amp="bf16"`` or ``"fp16"`` (CUDA) autocasts the forward pass (:mod:`srblocks.mixed_precision`);
   default None, plain float32.
 * several processes: started by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set; ``distributed=False``
