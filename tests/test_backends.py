@@ -87,3 +87,21 @@ def test_openvino_backend_when_installed(tiny) -> None:
     with torch.no_grad():
         assert (backend(x) - model(x)).abs().max() <= 1e-4
     assert evaluate(backend, data).mean_psnr == pytest.approx(evaluate(model, data).mean_psnr, abs=1e-3)
+
+
+def test_openvino_runner_compiles_a_dynamic_model_per_input_shape(tiny) -> None:
+    pytest.importorskip("openvino", reason="openvino is not installed (optional: pip install 'srblocks[openvino]')")
+    from srblocks.backends.openvino import STATIC_SHAPES_KEPT, OpenVinoRunner
+    from srblocks.export import export_onnx_bytes
+    from srblocks.export.openvino import onnx_to_openvino
+
+    _, _, model, _ = tiny
+    data, metadata, _, _ = export_onnx_bytes(model)
+    runner = OpenVinoRunner(onnx_to_openvino(data, metadata), threads=1)
+    assert runner.dynamic and runner.static_shapes == []
+    shapes = [(1, 3, 16 + i, 20) for i in range(STATIC_SHAPES_KEPT + 1)]
+    for shape in shapes + shapes[-1:]:
+        x = torch.rand(shape)
+        with torch.no_grad():
+            assert (runner(x) - model(x)).abs().max() <= 1e-4
+    assert runner.static_shapes == shapes[1:]  # the oldest shape made room, a repeated one is reused
