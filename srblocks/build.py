@@ -22,7 +22,28 @@ from .graph import ResolvedGraph, _counting_allocations, _describe, build_limits
 from .spec.loader import LoadedSpec, format_pydantic_error, load_spec
 from .spec.schema import ArchSpec, GraphSpec
 
-__all__ = ["ModelInfo", "build_model", "build_graph_module", "model_info"]
+__all__ = ["ModelInfo", "build_model", "build_graph_module", "model_info", "model_memory_format", "set_memory_format"]
+
+MemoryFormat = Literal["channels_last", "contiguous"]
+_TORCH_MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def model_memory_format(model: nn.Module) -> MemoryFormat:
+    """``channels_last`` if the model's 4-D weights are NHWC, else ``contiguous`` (weights whose layout is ambiguous,
+    such as 1x1 and depthwise kernels, which are both at once, do not decide)."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            nchw, nhwc = p.is_contiguous(), p.is_contiguous(memory_format=torch.channels_last)
+            if nchw != nhwc:
+                return "channels_last" if nhwc else "contiguous"
+    return "contiguous"
+
+
+def set_memory_format(model: nn.Module, memory_format: str) -> nn.Module:
+    """Lay out ``model``'s 4-D weights (in place) as ``"contiguous"`` (NCHW) or ``"channels_last"`` (NHWC)."""
+    if memory_format not in _TORCH_MEMORY_FORMATS:
+        raise ValueError(f"memory_format must be 'channels_last' or 'contiguous', got {memory_format!r}")
+    return model.to(memory_format=_TORCH_MEMORY_FORMATS[memory_format])
 
 _IDENTIFIER = re.compile(r"[^0-9a-zA-Z_]")
 
@@ -182,9 +203,6 @@ def _graph_module(resolved: ResolvedGraph, source: str, path: str = "") -> fx.Gr
         raise SpecError(f"cannot assemble the graph: {_describe(exc)}", source=source, path=path or "nodes") from None
 
 
-MemoryFormat = Literal["channels_last", "contiguous"]
-
-
 def build_model(
     spec: str | Path | Mapping[str, Any] | ArchSpec | LoadedSpec,
     *,
@@ -235,11 +253,7 @@ def build_model(
                                 path="mask_guided") from None
     if check_shapes and arch.dry_run_size is not None:
         dry_run(model, resolved, arch.dry_run_size, loaded.source)
-    memory_format = arch.memory_format if memory_format is None else memory_format
-    if memory_format not in ("channels_last", "contiguous"):
-        raise ValueError(f"memory_format must be 'channels_last' or 'contiguous', got {memory_format!r}")
-    if memory_format == "channels_last":
-        model.to(memory_format=torch.channels_last)
+    set_memory_format(model, arch.memory_format if memory_format is None else memory_format)
     model.meta["srblocks"] = ModelInfo(arch, loaded.source, resolved.variables)  # survives deepcopy/deploy
     return model
 

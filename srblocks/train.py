@@ -76,6 +76,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .build import model_memory_format, set_memory_format
 from .data import TrainPatchDataset
 from .distributed import DistributedError, RankShard, world_from_env
 from .evaluate import _resolve_scale, _samples, evaluate, inference_settings
@@ -286,20 +287,6 @@ _REPRODUCIBILITY_FIELDS = ("batch_size", "lr_patch_size", "lr", "min_lr", "betas
                            "amp", "memory_format")
 
 
-_TORCH_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
-
-
-def layout_of(model: nn.Module) -> str:
-    """``"channels_last"`` when the model's first 4-D parameter whose layout is unambiguous is stored NHWC, else
-    ``"contiguous"`` (1x1 and depthwise kernels are both at once and do not decide)."""
-    for p in model.parameters():
-        if p.dim() == 4:
-            nchw, nhwc = p.is_contiguous(), p.is_contiguous(memory_format=torch.channels_last)
-            if nchw != nhwc:
-                return "channels_last" if nhwc else "contiguous"
-    return "contiguous"
-
-
 def train(
     model: nn.Module,
     data: object,
@@ -337,12 +324,22 @@ def train(
     world = world_from_env() if cfg.distributed is not False else None
     if cfg.distributed and world is None:
         raise DistributedError("distributed=True, but RANK and WORLD_SIZE are not set: start the run with torchrun")
-    if world is None:
-        return _train(model, data, val_data, cfg, callback, out_dir, resume, None)
-    from .distributed.group import ProcessGroup
+    layout = model_memory_format(model)
+    try:
+        if world is None:
+            result = _train(model, data, val_data, cfg, callback, out_dir, resume, None)
+        else:
+            from .distributed.group import ProcessGroup
 
-    RankShard(0, 1, cfg.batch_size, world.rank, world.size)  # the batch must split over the ranks: fail early
-    return _train(model, data, val_data, cfg, callback, out_dir, resume, ProcessGroup.start(world, cfg.device))
+            RankShard(0, 1, cfg.batch_size, world.rank, world.size)  # the batch must split over the ranks: fail early
+            result = _train(model, data, val_data, cfg, callback, out_dir, resume,
+                            ProcessGroup.start(world, cfg.device))
+    finally:
+        if cfg.memory_format is not None:  # the model goes back in the layout it came in, also after an error
+            set_memory_format(model, layout)
+    if cfg.memory_format is not None:
+        set_memory_format(result.model, layout)
+    return result
 
 
 def _train(model: nn.Module, data: object, val_data: object | None, cfg: TrainConfig,
@@ -363,10 +360,9 @@ def _train(model: nn.Module, data: object, val_data: object | None, cfg: TrainCo
 
     # -- state -------------------------------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
-    built_layout = layout_of(model)
     model.to(device).train()
     if cfg.memory_format is not None:
-        model.to(memory_format=_TORCH_FORMATS[cfg.memory_format])
+        set_memory_format(model, cfg.memory_format)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("the model has no trainable parameters")
@@ -564,8 +560,5 @@ def _train(model: nn.Module, data: object, val_data: object | None, cfg: TrainCo
         if device.type == "cuda":
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_flags
     model.eval()
-    if cfg.memory_format is not None:  # hand the model back in the layout it came in
-        for m in {id(model): model, id(eval_model): eval_model}.values():
-            m.to(memory_format=_TORCH_FORMATS[built_layout])
     return TrainResult(model=eval_model, raw_model=model, iterations=iteration, stop_reason=stop_reason,
                        elapsed=elapsed, history=history, validations=validations, out_dir=run_dir)

@@ -12,6 +12,7 @@ import torch
 
 import srblocks
 from conftest import TINY_SPEC, synthetic_images
+from srblocks.build import model_memory_format
 from srblocks.evaluate import evaluate
 from srblocks.train import (
     CHECKPOINT_NAME,
@@ -22,7 +23,6 @@ from srblocks.train import (
     TrainingDiverged,
     ValidationReport,
     fft_loss,
-    layout_of,
     lr_at,
     train,
 )
@@ -89,17 +89,25 @@ def test_two_runs_with_the_same_seed_are_identical():
 def test_training_layout_is_contiguous_by_default_and_the_model_comes_back_in_its_own():
     built = _model()  # channels_last: the build default
     plain = _model().to(memory_format=torch.contiguous_format)
-    assert layout_of(built) == "channels_last" and layout_of(plain) == "contiguous"
+    assert model_memory_format(built) == "channels_last" and model_memory_format(plain) == "contiguous"
     a = train(built, DATA, iterations=6, val_every=100, **FAST)
     b = train(plain, DATA, iterations=6, val_every=100, **FAST)
     _assert_same_state(_state(a.raw_model), _state(b.raw_model))  # both trained contiguous: the same run
-    assert layout_of(a.raw_model) == layout_of(a.model) == "channels_last"
-    assert layout_of(b.raw_model) == layout_of(b.model) == "contiguous"
+    assert model_memory_format(a.raw_model) == model_memory_format(a.model) == "channels_last"
+    assert model_memory_format(b.raw_model) == model_memory_format(b.model) == "contiguous"
     c = train(_model(), DATA, iterations=6, val_every=100, memory_format="channels_last", **FAST)
     for k, v in _state(c.raw_model).items():  # the other layout: the same training up to float rounding
         assert torch.allclose(v, _state(a.raw_model)[k], atol=1e-4), k
     with pytest.raises(ValueError, match="memory_format"):
         TrainConfig(memory_format="nhwc")
+    failing = _model()
+
+    def fail(report):
+        raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        train(failing, DATA, val_data=VAL, iterations=4, val_every=2, callback=fail, **FAST)
+    assert model_memory_format(failing) == "channels_last"  # also after an error
 
 
 def test_resume_equals_uninterrupted(tmp_path):

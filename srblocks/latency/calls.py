@@ -30,6 +30,8 @@ from typing import Any, Sequence
 import torch
 from torch import fx, nn
 
+from ..build import model_memory_format
+
 __all__ = ["TensorSpec", "BlockCall", "block_calls", "model_memory_format", "tensor_layout", "WHOLE_MODEL"]
 
 #: the block name of an opaque whole-model entry
@@ -43,18 +45,6 @@ def tensor_layout(t: torch.Tensor) -> str:
     if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
         return "channels_last"
     return "strided"
-
-
-def model_memory_format(model: nn.Module) -> str:
-    """``channels_last`` if the model's 4-D weights are NHWC, else ``contiguous`` (weights whose layout is ambiguous,
-    such as 1x1 kernels, do not decide)."""
-    for p in model.parameters():
-        if p.dim() == 4:
-            layout = tensor_layout(p)
-            if layout == "channels_last" or (layout == "contiguous" and not p.is_contiguous(
-                    memory_format=torch.channels_last)):
-                return layout
-    return "contiguous"
 
 
 @dataclass(frozen=True)
