@@ -16,8 +16,14 @@
 
 Resumable: every finished unit is a line in ``benchmarks/results/search_vs_papers.jsonl``.
 
-    python benchmarks/search_vs_papers.py run [--search-minutes 60] [--workers 2]
-    python benchmarks/search_vs_papers.py report        # writes benchmarks/results/search_vs_papers.md
+Rounds (``--round``): round 1 searched the 5-family ``hybrid_x4`` space (its records have no ``round`` field, its
+report is ``search_vs_papers.md``); round 2 (the default) searches the space with PAN's SCPA family and the image-level
+bilinear skip added, with the budget re-measured in the default memory format, into its own search folder, finalist
+labels ``searched2_trial<N>`` and report ``search_vs_papers_round2.md``. The paper models' trainings are shared by
+both rounds (their keys are the spec's content hash, the protocol and the seed).
+
+    python benchmarks/search_vs_papers.py run [--search-minutes 60] [--workers 2] [--round 2]
+    python benchmarks/search_vs_papers.py report [--round 2]   # writes benchmarks/results/search_vs_papers*.md
 """
 
 from __future__ import annotations
@@ -56,6 +62,22 @@ PAPERS = [Arch("safmn", "safmn"), Arch("fsrcnn", "fsrcnn"), Arch("fmen_s", "fmen
 #: protocol every finalist is trained with (``--protocol``): ref_x4 is the cheap one; ref_x4_long ranks more
 #: stably (docs/search.md, "Is the reference itself stable?") at 3x the cost
 DEFAULT_PROTOCOL = "ref_x4"
+#: the round this process runs or reports (``--round``; see the module docstring)
+ROUND = 2
+
+
+def _rk(key: dict[str, Any]) -> dict[str, Any]:
+    """``key`` of this round: round 1's keys are stored as they were written, without a ``round`` field."""
+    return key if ROUND == 1 else {**key, "round": ROUND}
+
+
+def _recs(store: ResultsStore, kind: str) -> list[dict[str, Any]]:
+    """This round's records of ``kind``."""
+    return [r for r in store.records(kind=kind) if r["key"].get("round", 1) == ROUND]
+
+
+def _report_path() -> Path:
+    return REPORT if ROUND == 1 else REPORT.with_name(f"{REPORT.stem}_round{ROUND}.md")
 
 
 def _inference(arch: Arch) -> torch.nn.Module:
@@ -86,37 +108,40 @@ def interleaved_latency(models: dict[str, torch.nn.Module], rounds: int = 7, thr
 
 
 def budget_unit(store: ResultsStore) -> None:
-    key = {"kind": "budget", "reference": "safmn", "lr_size": list(LR_SIZE), "version": 1}
+    from srblocks.build import model_memory_format
+
+    key = _rk({"kind": "budget", "reference": "safmn", "lr_size": list(LR_SIZE), "version": 1})
     if store.has(key):
         return
     safmn = _inference(Arch("safmn", "safmn"))
     measured = profile(safmn, LR_SIZE)
     times = interleaved_latency({"safmn": safmn}, rounds=9)["safmn"]
     store.append(key, {"params": count_params(safmn), "memory_bytes": measured.peak_memory_bytes,
-                       "latency_ms": statistics.median(times), "latency_runs_ms": [round(t, 1) for t in times]})
+                       "latency_ms": statistics.median(times), "latency_runs_ms": [round(t, 1) for t in times],
+                       "memory_format": str(model_memory_format(safmn))})
 
 
 def _budget(store: ResultsStore) -> dict[str, Any]:
-    rec = store.records(kind="budget")
+    rec = _recs(store, "budget")
     if not rec:
         raise RuntimeError("the budget has not been measured yet")
     return rec[0]
 
 
 def _search_dir(work_dir: Path) -> Path:
-    return work_dir / "search"
+    return work_dir / ("search" if ROUND == 1 else f"search_round{ROUND}")
 
 
 def search_unit(store: ResultsStore, work_dir: Path, minutes: float) -> None:
     """Run (or resume) the search until it has used ``minutes`` of wall time in total."""
     from srblocks.search.runner import SearchOptions, run_search
 
-    key = {"kind": "search", "space": "hybrid_x4", "minutes": minutes, "version": 1}
-    if store.has(key) or not store.records(kind="budget"):
+    key = _rk({"kind": "search", "space": "hybrid_x4", "minutes": minutes, "version": 1})
+    if store.has(key) or not _recs(store, "budget"):
         return  # done, or the budget is still being measured by another worker (the next pass picks this up)
     b = _budget(store)
     budgets = f"params={b['params']},memory={b['memory_bytes']}B,latency={b['latency_ms']:.1f}ms"
-    spent = sum(r["wall_s"] for r in store.records(kind="search_chunk"))
+    spent = sum(r["wall_s"] for r in _recs(store, "search_chunk"))
     data = str(resolve_data(load_protocol("ref_x4")).root)
     while spent < minutes * 60:
         t0 = time.perf_counter()
@@ -124,7 +149,7 @@ def search_unit(store: ResultsStore, work_dir: Path, minutes: float) -> None:
                                 timeout=minutes * 60 - spent, budgets=budgets, data=data, progress=False)
         run_search(options)
         chunk = time.perf_counter() - t0
-        store.append({"kind": "search_chunk", "at": time.time()}, {"wall_s": chunk})
+        store.append(_rk({"kind": "search_chunk", "at": time.time()}), {"wall_s": chunk})
         spent += chunk
     study = _load_study(work_dir)
     from srblocks.search.report import export_results
@@ -147,8 +172,8 @@ def finalists_unit(store: ResultsStore, work_dir: Path) -> None:
     measured interleaved with SAFMN."""
     import optuna
 
-    key = {"kind": "finalists", "version": 1}
-    if store.has(key) or not store.records(kind="search"):
+    key = _rk({"kind": "finalists", "version": 1})
+    if store.has(key) or not _recs(store, "search"):
         return  # done, or the search is still running in another worker (the next pass picks this up)
     study = _load_study(work_dir)
     done = sorted((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -157,7 +182,8 @@ def finalists_unit(store: ResultsStore, work_dir: Path) -> None:
     safmn = _inference(Arch("safmn", "safmn"))
     chosen, seen, checked = [], set(), []
     for t in done:
-        arch = Arch(f"searched_trial{t.number}", dict(t.user_attrs["spec"]), {}, "searched")
+        prefix = "searched" if ROUND == 1 else f"searched{ROUND}"
+        arch = Arch(f"{prefix}_trial{t.number}", dict(t.user_attrs["spec"]), {}, "searched")
         h = spec_hash(arch)
         if h in seen:
             continue
@@ -173,7 +199,7 @@ def finalists_unit(store: ResultsStore, work_dir: Path) -> None:
 
 
 def _finalists(store: ResultsStore) -> list[Arch]:
-    rec = store.records(kind="finalists")
+    rec = _recs(store, "finalists")
     if not rec:
         return []
     return [Arch(f["label"], f["spec"], f["overrides"], f["group"]) for f in rec[0]["finalists"]]
@@ -195,7 +221,7 @@ def train_unit(arch: Arch, seed: int, store: ResultsStore, work_dir: Path, proto
 
 
 def latency_unit(archs: list[Arch], store: ResultsStore) -> None:
-    key = {"kind": "latency", "labels": sorted(a.label for a in archs), "version": 1}
+    key = _rk({"kind": "latency", "labels": sorted(a.label for a in archs), "version": 1})
     if store.has(key):
         return
     models = {"safmn": _inference(Arch("safmn", "safmn"))}
@@ -211,7 +237,7 @@ def latency_unit(archs: list[Arch], store: ResultsStore) -> None:
 def memory_unit(archs: list[Arch], store: ResultsStore) -> None:
     """Peak inference memory (the profiler's prediction, the quantity the search's memory budget uses) of every
     network in the table, deploy form, LR_SIZE."""
-    key = {"kind": "memory", "labels": sorted(a.label for a in archs), "lr_size": list(LR_SIZE), "version": 1}
+    key = _rk({"kind": "memory", "labels": sorted(a.label for a in archs), "lr_size": list(LR_SIZE), "version": 1})
     if store.has(key):
         return
     store.append(key, {"memory_bytes": {a.label: profile(_inference(a), LR_SIZE).peak_memory_bytes for a in archs}})
@@ -245,20 +271,20 @@ def report(args: argparse.Namespace) -> None:
     archs = PAPERS + _finalists(store)
     protocol = load_protocol(args.protocol)
     data = resolve_data(protocol)
-    budget = store.records(kind="budget")
-    lat = store.records(kind="latency")
-    lines = ["# Searched networks vs the paper models at SAFMN x4's budget", ""]
+    budget = _recs(store, "budget")
+    lat = _recs(store, "latency")
+    lines = [f"# Searched networks vs the paper models at SAFMN x4's budget (round {ROUND})", ""]
     if budget:
         b = budget[0]
         lines += [f"Budget (deploy form, LR 180x320): params <= {b['params']:,}, peak memory <= "
                   f"{b['memory_bytes'] / 2**20:.1f} MiB, latency <= SAFMN's ({b['latency_ms']:.0f} ms, 2 threads, as "
                   "measured for the search's budget; the table compares latency as the median ratio to SAFMN over "
                   "interleaved rounds, which machine load affects alike).", ""]
-    search = store.records(kind="search")
+    search = _recs(store, "search")
     if search:
         s = search[0]
         lines += [f"Search: {s['trials']} trials {s['states']} in {s['wall_s'] / 60:.0f} min of wall time.", ""]
-    mem = store.records(kind="memory")
+    mem = _recs(store, "memory")
     lines += ["| network | params | MACs (G) | peak memory (MiB) | latency / SAFMN | val PSNR | Set5 | Set14 | seeds |",
               "|---|---|---|---|---|---|---|---|---|"]
     rows: dict[str, dict[str, Any]] = {}
@@ -283,7 +309,7 @@ def report(args: argparse.Namespace) -> None:
     lines += ["", *_verdict(rows)]
     text = "\n".join(lines) + "\n"
     print(text)
-    write_text_atomic(REPORT, text)
+    write_text_atomic(_report_path(), text)
 
 
 def _mean(values: list[float]) -> float:
@@ -344,7 +370,11 @@ def main() -> None:
     p = sub.add_parser("report")
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--protocol", default=DEFAULT_PROTOCOL)
+    for sp in (r, p):
+        sp.add_argument("--round", type=int, choices=(1, 2), default=2, help="which search round (module docstring)")
     args = parser.parse_args()
+    global ROUND
+    ROUND = args.round
     if args.command == "report":
         report(args)
         return
@@ -356,7 +386,7 @@ def main() -> None:
 
     argv = [sys.executable, __file__, "run", "--workers", "1", "--threads", str(args.threads), "--results",
             args.results, "--work-dir", args.work_dir, "--protocol", args.protocol, "--search-minutes",
-            str(args.search_minutes)] + (["--max-minutes", str(args.max_minutes)] if args.max_minutes else [])
+            str(args.search_minutes), "--round", str(args.round)] + (["--max-minutes", str(args.max_minutes)] if args.max_minutes else [])
     procs = [subprocess.Popen(argv) for _ in range(args.workers)]
     try:
         for proc in procs:
@@ -371,7 +401,7 @@ def _all_done(args: argparse.Namespace, store: ResultsStore) -> bool:
     protocol = load_protocol(args.protocol)
     data = resolve_data(protocol)
     finalists = _finalists(store)
-    if not finalists or not store.records(kind="latency") or not store.records(kind="memory"):
+    if not finalists or not _recs(store, "latency") or not _recs(store, "memory"):
         return False
     return all(store.has(protocol_key(spec_hash(a), protocol, data, s)) for a in PAPERS + finalists for s in SEEDS)
 
@@ -389,7 +419,7 @@ def run(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         before = store.records()
         left = (deadline - time.time()) / 60 if deadline is not None else None
-        run_units(units(args, store), store, Path(args.work_dir) / "claims", left)
+        run_units(units(args, store), store, Path(args.work_dir) / f"claims_round{ROUND}", left)
         new = store.records()[len(before):]
         if new and all(r["key"].get("kind") == "failure" for r in new):
             print("only failures in this pass (see the results file); stopping", flush=True)

@@ -47,7 +47,25 @@ def test_shipped_spaces_load_and_contain_the_paper_model() -> None:
         assert sum(p.numel() for p in model.parameters()) == 239520  # SAFMN x4 is a point of both spaces
     hybrid = load_search_space(REPO / "search/hybrid_x4.yaml")
     assert {"stage1.block", "stage1.depth", "stage1.hfab_mid"} <= set(hybrid.directives)
-    assert set(hybrid.directives["stage1.block"].labels) == {"fmm", "erb", "hpub", "hpi_block", "rfdb"}
+    assert set(hybrid.directives["stage1.block"].labels) == {"fmm", "erb", "hpub", "hpi_block", "rfdb", "scpa"}
+
+
+def test_hybrid_image_skip_adds_the_bilinear_upsampled_input() -> None:
+    """With ``image_skip`` the output is the pixel-shuffle tail plus PAN's bilinear upsampling of the input; the
+    PAN-like seed is PAN's trunk of 16 SCPAs at dim 36."""
+    space = load_search_space(REPO / "search/hybrid_x4.yaml")
+    pan_like = space.settings.seeds["pan_like"]
+    model = srblocks.build_model(space.sample(FixedSampler(pan_like, strict=False))).eval()
+    assert sum(type(m).__name__ == "SCPA" for m in model.modules()) == 16
+    no_skip = srblocks.build_model(space.sample(FixedSampler({**pan_like, "variables.image_skip": False},
+                                                             strict=False))).eval()
+    no_skip.load_state_dict(model.state_dict())  # the skip has no weights: same network otherwise
+    x = torch.rand(1, 3, 12, 20)
+    with torch.no_grad():
+        y, tail = model(x), no_skip(x)
+    bilinear = torch.nn.functional.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(y, tail + bilinear, rtol=0, atol=1e-6)
+    assert not any(name.startswith("image_skip") for name, _ in no_skip.named_modules())
 
 
 def test_hybrid_stages_have_their_own_width() -> None:
