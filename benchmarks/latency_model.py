@@ -18,6 +18,7 @@ Steps, all resumable (every finished unit is appended to the JSONL store; a reru
    the SAFMN seed's predicted latency) on fresh samples of each template, with a warm table.
 
     python benchmarks/latency_model.py run [--threads 2] [--candidates 60] [--specs safmn fmen_s] [--quick]
+    python benchmarks/latency_model.py run --device cuda --label gpu     # the same on a GPU
     python benchmarks/latency_model.py report
 
 ``report`` prints, per memory format and overall: the fraction of units within +-10 % and +-20 %, the median
@@ -118,7 +119,7 @@ def _build(what: Any) -> torch.nn.Module:
 
 def run(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
-    runner = TorchRunner("cpu", args.threads)
+    runner = TorchRunner(args.device, args.threads if args.device == "cpu" else None)
     key = runner.key()
     store = Path(args.out)
     table_path = Path(args.table) if args.table else REPO / "runs" / "latency_model" / f"{key.slug()}.json"
@@ -280,6 +281,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     r = sub.add_parser("run", help="calibrate, evaluate and time (resumes)")
     r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--device", default="cpu", help="cpu or cuda (a GPU: one table per GPU name and torch/CUDA "
+                   "version; --threads is ignored)")
     r.add_argument("--candidates", type=int, default=60, help="sampled candidates (each in both memory formats)")
     r.add_argument("--calibration", type=int, default=6, help="extra calibration samples per template")
     r.add_argument("--cover", type=int, default=100,
