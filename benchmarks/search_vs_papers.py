@@ -20,7 +20,9 @@ Rounds (``--round``): round 1 searched the 5-family ``hybrid_x4`` space (its rec
 report is ``search_vs_papers.md``); round 2 (the default) searches the space with PAN's SCPA family and the image-level
 bilinear skip added, with the budget re-measured in the default memory format, into its own search folder, finalist
 labels ``searched2_trial<N>`` and report ``search_vs_papers_round2.md``. The paper models' trainings are shared by
-both rounds (their keys are the spec's content hash, the protocol and the seed).
+both rounds (their keys are the spec's content hash, the protocol and the seed). Round 1 is complete and can only
+be reported now: its space has changed, so ``run --round 1`` finds every unit done and does nothing. Each round's
+per-trial table is copied to ``search_vs_papers[_roundN]_trials.csv`` beside the results.
 
     python benchmarks/search_vs_papers.py run [--search-minutes 60] [--workers 2] [--round 2]
     python benchmarks/search_vs_papers.py report [--round 2]   # writes benchmarks/results/search_vs_papers*.md
@@ -155,6 +157,9 @@ def search_unit(store: ResultsStore, work_dir: Path, minutes: float) -> None:
     from srblocks.search.report import export_results
 
     summary = export_results(study, _search_dir(work_dir))
+    # the per-trial table (params, memory, latency, objective, prune reasons) beside the results, committed with them
+    trials = (_search_dir(work_dir) / "trials.csv").read_text()
+    write_text_atomic(RESULTS.with_name(f"{RESULTS.stem}{'' if ROUND == 1 else f'_round{ROUND}'}_trials.csv"), trials)
     store.append(key, {"budgets": budgets, "wall_s": spent, "trials": summary["trials"], "states": summary["states"],
                        "threads": torch.get_num_threads()})
 
